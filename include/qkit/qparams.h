@@ -1,0 +1,85 @@
+// Choosing (scale, zero_point) from an observed range. One function; every system's variant
+// (divisor 127 vs 127.5, widening to 0, epsilon and degenerate-range rule, zero-point rounding,
+// power-of-two scales) is a named option of QParamsRule. Formulas: docs/numerics.md §qparams.
+#ifndef QKIT_QPARAMS_H_
+#define QKIT_QPARAMS_H_
+
+#include <cstdint>
+
+#include "qkit/quant_spec.h"
+
+namespace qkit {
+
+// Quantization parameters of one tensor / channel / group. `scale` is interpreted by the
+// spec's ScaleMode: the step s for kDivide / kMultiplyReciprocal, the multiplier m = 1/s for
+// kMultiplier. `zero_point` is the code that represents real 0 (a float; integral unless a
+// rule asks otherwise).
+struct QParams {
+  float scale = 1.0f;
+  float zero_point = 0.0f;
+};
+
+// The symmetric step's divisor.
+enum class SymmetricDivisor : uint8_t {
+  kHalfRange,  // (qmax - qmin) / 2: 127.5 for [-128, 127], 127 for [-127, 127], 7.5 for qint4
+               // (qkit default; MegEngine, PyTorch, Horizon, Distiller SYMMETRIC)
+  kQuantMax,   // qmax: 127 for 8-bit signed, 255 for 8-bit unsigned (OneFlow google, NVIDIA,
+               // Distiller SYMMETRIC_RESTRICTED via narrow range)
+};
+
+// What happens when the range is (near) zero.
+enum class DegenerateRule : uint8_t {
+  kFloorAtEps,       // scale = max(scale, eps) (qkit default with eps = 2^-23; MegEngine 1e-5;
+                     // PyTorch / Horizon 2^-23). In kMultiplier mode: m = min(m, 1/eps).
+  kNone,             // no rule: a zero range gives step 0 (OneFlow). Fake quant rejects it.
+  kZeroBelowEps,     // kMultiplier only: amax <= eps gives m = 0, so every code is the zero
+                     // point and dequantizes to 0 (NVIDIA, eps = 2^-24)
+  kOneIfZeroRange,   // a range of exactly 0 gives scale 1 (Distiller: sat 0 replaced by n)
+};
+
+// Restriction of the step to powers of two.
+enum class ScaleRestriction : uint8_t {
+  kNone,
+  kPow2FloorLog2Amax,  // OneFlow "cambricon": step = 2^(floor(log2f(amax)) - (bits - 2));
+                       // symmetric only; amax must be > 0 and finite
+  kPow2Bernoulli,      // Horizon BERNOULLI march: step = 2^-clamp(floor(-log2f(s)), 1, 14)
+                       // applied to the step s after the degenerate rule
+};
+
+struct QParamsRule {
+  SymmetricDivisor divisor = SymmetricDivisor::kHalfRange;
+  bool widen_to_zero = true;  // affine: use [min(min, 0), max(max, 0)] (all but OneFlow and
+                              // NVIDIA's affine function)
+  DegenerateRule degenerate = DegenerateRule::kFloorAtEps;
+  float eps = 1.1920928955078125e-07f;  // 2^-23
+  Rounding zero_point_rounding = Rounding::kHalfToEven;
+  bool integral_zero_point = true;  // false: zero point left unrounded (Distiller option)
+  bool clamp_zero_point = true;     // clamp the zero point to [qmin, qmax] (PyTorch);
+                                    // false keeps it as computed (OneFlow, MegEngine)
+  ScaleRestriction restriction = ScaleRestriction::kNone;
+};
+
+// (scale, zero_point) for the range [min, max] under `spec` (range, symmetric, ScaleMode) and
+// `rule`. float32 arithmetic throughout, in the operation order of docs/numerics.md:
+//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax);  z = 0
+//   affine:     [mn, mx] widened to 0 if rule.widen_to_zero;  s = (mx - mn) / (qmax - qmin)
+//               (or m = (qmax - qmin) / (mx - mn));  z = qmin - round(mn / s)  (or mn * m)
+// REQUIRES: min <= max, both finite (InvalidArgument otherwise, naming `caller`).
+QParams ChooseQParams(float min, float max, const QuantSpec& spec, const QParamsRule& rule,
+                      const char* caller = "qkit::ChooseQParams");
+
+// Element-wise over `count` ranges (per channel / per group). Validates everything before
+// writing any output.
+void ChooseQParams(const float* min, const float* max, int64_t count, const QuantSpec& spec,
+                   const QParamsRule& rule, float* scale_out, float* zero_point_out,
+                   const char* caller = "qkit::ChooseQParams");
+
+// Checks that fake-quant parameters are usable under `spec`: scale finite and > 0 (>= 0 in
+// kMultiplier mode), zero point finite and inside [quant_min, quant_max]. Throws
+// InvalidArgument naming `caller`, the index and the value.
+void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
+                     const QuantSpec& spec, const char* caller);
+
+}  // namespace qkit
+
+#endif  // QKIT_QPARAMS_H_
