@@ -22,9 +22,11 @@ std::array<uint32_t, 256> MakeCrcTable() {
 
 template <class T>
 void Append(std::vector<uint8_t>& out, T v) {
-  uint8_t b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));  // x86-64 and every supported target are little-endian
-  out.insert(out.end(), b, b + sizeof(T));
+  // x86-64 and every supported target are little-endian. (resize + memcpy rather than
+  // insert: GCC 12 reports a false -Warray-bounds on vector::insert of a small array.)
+  const size_t at = out.size();
+  out.resize(at + sizeof(T));
+  std::memcpy(out.data() + at, &v, sizeof(T));
 }
 
 }  // namespace
@@ -62,13 +64,17 @@ void BlobWriter::I64Array(const int64_t* v, int64_t n) {
 }
 
 std::vector<uint8_t> BlobWriter::Finish() const {
-  std::vector<uint8_t> out = {'Q', 'K', 'I', 'T'};
+  std::vector<uint8_t> out;
+  out.reserve(32 + kind_.size() + payload_.size());
+  for (char c : kMagic) out.push_back(static_cast<uint8_t>(c));
   Append<uint16_t>(out, kBlobFormatVersion);
   Append<uint16_t>(out, static_cast<uint16_t>(kind_.size()));
-  out.insert(out.end(), kind_.begin(), kind_.end());
+  for (char c : kind_) out.push_back(static_cast<uint8_t>(c));
   Append<uint32_t>(out, state_version_);
   Append<uint64_t>(out, payload_.size());
-  out.insert(out.end(), payload_.begin(), payload_.end());
+  const size_t at = out.size();
+  out.resize(at + payload_.size());
+  if (!payload_.empty()) std::memcpy(out.data() + at, payload_.data(), payload_.size());
   Append<uint32_t>(out, Crc32(out.data(), out.size()));
   return out;
 }
