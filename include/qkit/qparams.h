@@ -1,6 +1,7 @@
 // Choosing (scale, zero_point) from an observed range. One function; every system's variant
 // (divisor 127 vs 127.5, widening to 0, epsilon and degenerate-range rule, zero-point rounding,
-// power-of-two scales) is a named option of QParamsRule. Formulas: docs/numerics.md §qparams.
+// power-of-two scales) is a named option of QParamsRule. Formulas and the per-system presets:
+// docs/qparams.md.
 #ifndef QKIT_QPARAMS_H_
 #define QKIT_QPARAMS_H_
 
@@ -25,6 +26,10 @@ enum class SymmetricDivisor : uint8_t {
                // (qkit default; MegEngine, PyTorch, Horizon, Distiller SYMMETRIC)
   kQuantMax,   // qmax: 127 for 8-bit signed, 255 for 8-bit unsigned (OneFlow google, NVIDIA,
                // Distiller SYMMETRIC_RESTRICTED via narrow range)
+  kHalfFullRange,  // (2^bits - 1) / 2 from spec.bits alone, ignoring narrow_range and the
+                   // quant_min/max override: 127.5 at 8 bits. Distiller SYMMETRIC, whose
+                   // fake-quant range is the 257-level override [-128, 128] (where kHalfRange
+                   // would give 128).
 };
 
 // What happens when the range is (near) zero.
@@ -35,6 +40,16 @@ enum class DegenerateRule : uint8_t {
   kZeroBelowEps,     // kMultiplier only: amax <= eps gives m = 0, so every code is the zero
                      // point and dequantizes to 0 (NVIDIA, eps = 2^-24)
   kOneIfZeroRange,   // a range of exactly 0 gives scale 1 (Distiller: sat 0 replaced by n)
+  kOneIfStepAtMostEps,  // step <= eps gives step 1 (PyTorch per_channel_affine_float_qparams);
+                        // not with kMultiplier
+};
+
+// Zero point of a symmetric spec (affine specs compute theirs from min).
+enum class SymmetricZeroPoint : uint8_t {
+  kZero,           // z = 0 (every system on signed ranges; NVIDIA unsigned)
+  kMidpointUp,     // z = ceil((qmin + qmax) / 2): 128 for [0, 255] (PyTorch quint8 symmetric)
+  kMidpointDown,   // z = floor((qmin + qmax) / 2): 127 for [0, 255] (PyTorch quint8 symmetric
+                   // with a custom quant_min / quant_max)
 };
 
 // Restriction of the step to powers of two.
@@ -43,7 +58,8 @@ enum class ScaleRestriction : uint8_t {
   kPow2FloorLog2Amax,  // OneFlow "cambricon": step = 2^(floor(log2f(amax)) - (bits - 2));
                        // symmetric only; amax must be > 0 and finite
   kPow2Bernoulli,      // Horizon BERNOULLI march: step = 2^-clamp(floor(-log2f(s)), 1, 14)
-                       // applied to the step s after the degenerate rule
+                       // applied to the step s after the degenerate rule (kMultiplier:
+                       // m = 2^clamp(floor(log2f(m)), 1, 14)); a zero step / multiplier stays 0
 };
 
 struct QParamsRule {
@@ -57,14 +73,26 @@ struct QParamsRule {
   bool clamp_zero_point = true;     // clamp the zero point to [qmin, qmax] (PyTorch);
                                     // false keeps it as computed (OneFlow, MegEngine)
   ScaleRestriction restriction = ScaleRestriction::kNone;
+  SymmetricZeroPoint symmetric_zero_point = SymmetricZeroPoint::kZero;
 };
 
 // (scale, zero_point) for the range [min, max] under `spec` (range, symmetric, ScaleMode) and
-// `rule`. float32 arithmetic throughout, in the operation order of docs/numerics.md:
-//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax);  z = 0
+// `rule`. float32 arithmetic throughout, in the operation order of docs/qparams.md:
+//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax);
+//               z = 0 (or the range's midpoint, rule.symmetric_zero_point)
 //   affine:     [mn, mx] widened to 0 if rule.widen_to_zero;  s = (mx - mn) / (qmax - qmin)
-//               (or m = (qmax - qmin) / (mx - mn));  z = qmin - round(mn / s)  (or mn * m)
-// REQUIRES: min <= max, both finite (InvalidArgument otherwise, naming `caller`).
+//               (or m = (qmax - qmin) / (mx - mn));  z = qmin - round(mn / s)  (or mn * m),
+//               clamped to [qmin, qmax] if rule.clamp_zero_point
+// (kMultiplyReciprocal chooses parameters exactly like kDivide.) A zero zero point is +0.
+// Degenerate ranges follow rule.degenerate. A zero step is returned only for kNone (symmetric;
+// FakeQuantize rejects it) and a zero multiplier only for kZeroBelowEps.
+// REQUIRES: min <= max, both finite (InvalidArgument otherwise, naming `caller`). Also throws
+// InvalidArgument, naming the range, where the result would be undefined: a non-finite scale
+// (the range overflows float32, or a multiplier d / amax overflows), a non-finite zero point
+// (affine with a zero step under kNone), cambricon with amax 0 or a step 2^shift that is not a
+// positive finite float32; and for an inconsistent rule (kZeroBelowEps without kMultiplier,
+// kOneIfStepAtMostEps with kMultiplier, cambricon on an affine spec, eps NaN / Inf / negative,
+// or eps <= 0 under kFloorAtEps).
 QParams ChooseQParams(float min, float max, const QuantSpec& spec, const QParamsRule& rule,
                       const char* caller = "qkit::ChooseQParams");
 
@@ -75,8 +103,9 @@ void ChooseQParams(const float* min, const float* max, int64_t count, const Quan
                    const char* caller = "qkit::ChooseQParams");
 
 // Checks that fake-quant parameters are usable under `spec`: scale finite and > 0 (>= 0 in
-// kMultiplier mode), zero point finite and inside [quant_min, quant_max]. Throws
-// InvalidArgument naming `caller`, the index and the value.
+// kMultiplier mode), zero point finite and inside [quant_min, quant_max] (a null `zero_point`
+// means 0 everywhere, which must then be inside the range). Throws InvalidArgument naming
+// `caller`, the argument, the index and the value.
 void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
                      const QuantSpec& spec, const char* caller);
 
