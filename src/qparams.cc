@@ -41,8 +41,8 @@ struct Plan {
   bool multiplier = false;  // scale holds m = 1/step
   float qmin = 0.0f;
   float qmax = 0.0f;
-  float divisor = 1.0f;     // symmetric d
-  float levels = 1.0f;      // affine qmax - qmin
+  float divisor = 1.0f;  // symmetric d
+  float levels = 1.0f;   // affine qmax - qmin
   float symmetric_zero_point = 0.0f;
 };
 
@@ -57,34 +57,33 @@ Plan MakePlan(const QuantSpec& spec, const QParamsRule& rule, const char* caller
       InvalidArgument,
       caller << ": `rule.degenerate`=" << static_cast<int>(rule.degenerate)
              << " is not a DegenerateRule");
-  QKIT_REQUIRE(static_cast<int>(rule.zero_point_rounding) <=
-                   static_cast<int>(Rounding::kFloorAddHalf),
-               InvalidArgument,
-               caller << ": `rule.zero_point_rounding`="
-                      << static_cast<int>(rule.zero_point_rounding) << " is not a Rounding");
+  QKIT_REQUIRE(
+      static_cast<int>(rule.zero_point_rounding) <= static_cast<int>(Rounding::kFloorAddHalf),
+      InvalidArgument,
+      caller << ": `rule.zero_point_rounding`=" << static_cast<int>(rule.zero_point_rounding)
+             << " is not a Rounding");
   QKIT_REQUIRE(
       static_cast<int>(rule.restriction) <= static_cast<int>(ScaleRestriction::kPow2Bernoulli),
       InvalidArgument,
       caller << ": `rule.restriction`=" << static_cast<int>(rule.restriction)
              << " is not a ScaleRestriction");
-  QKIT_REQUIRE(static_cast<int>(rule.symmetric_zero_point) <=
-                   static_cast<int>(SymmetricZeroPoint::kMidpointDown),
-               InvalidArgument,
-               caller << ": `rule.symmetric_zero_point`="
-                      << static_cast<int>(rule.symmetric_zero_point)
-                      << " is not a SymmetricZeroPoint");
-  QKIT_REQUIRE(static_cast<int>(spec.scale_mode) <= static_cast<int>(ScaleMode::kMultiplier),
-               InvalidArgument,
-               caller << ": `scale_mode`=" << static_cast<int>(spec.scale_mode)
-                      << " is not a ScaleMode");
+  QKIT_REQUIRE(
+      static_cast<int>(rule.symmetric_zero_point) <=
+          static_cast<int>(SymmetricZeroPoint::kMidpointDown),
+      InvalidArgument,
+      caller << ": `rule.symmetric_zero_point`=" << static_cast<int>(rule.symmetric_zero_point)
+             << " is not a SymmetricZeroPoint");
+  QKIT_REQUIRE(
+      static_cast<int>(spec.scale_mode) <= static_cast<int>(ScaleMode::kMultiplier),
+      InvalidArgument,
+      caller << ": `scale_mode`=" << static_cast<int>(spec.scale_mode) << " is not a ScaleMode");
 
   Plan p;
   p.multiplier = spec.scale_mode == ScaleMode::kMultiplier;
-  QKIT_REQUIRE(std::isfinite(rule.eps) && rule.eps >= 0.0f, InvalidArgument,
-               caller << ": `rule.eps`=" << std::setprecision(9) << rule.eps
-                      << " must be finite and >= 0");
-  QKIT_REQUIRE(rule.degenerate != DegenerateRule::kFloorAtEps || rule.eps > 0.0f,
-               InvalidArgument,
+  QKIT_REQUIRE(
+      std::isfinite(rule.eps) && rule.eps >= 0.0f, InvalidArgument,
+      caller << ": `rule.eps`=" << std::setprecision(9) << rule.eps << " must be finite and >= 0");
+  QKIT_REQUIRE(rule.degenerate != DegenerateRule::kFloorAtEps || rule.eps > 0.0f, InvalidArgument,
                caller << ": `rule.eps`=" << rule.eps << " must be > 0 with kFloorAtEps");
   QKIT_REQUIRE(rule.degenerate != DegenerateRule::kZeroBelowEps || p.multiplier, InvalidArgument,
                caller << ": `rule.degenerate`=kZeroBelowEps needs `scale_mode`=multiplier (got "
@@ -178,8 +177,8 @@ QParams ChooseOne(float min, float max, int64_t index, const QuantSpec& spec,
                caller << ": " << Arg("max", index) << "=" << std::setprecision(9) << max
                       << " is not finite");
   QKIT_REQUIRE(min <= max, InvalidArgument,
-               caller << ": " << Arg("min", index) << "=" << std::setprecision(9) << min
-                      << " > " << Arg("max", index) << "=" << max);
+               caller << ": " << Arg("min", index) << "=" << std::setprecision(9) << min << " > "
+                      << Arg("max", index) << "=" << max);
   auto range_text = [&] {
     std::ostringstream os;
     os << std::setprecision(9) << "[" << Arg("min", index) << "=" << min << ", "
@@ -225,9 +224,8 @@ QParams ChooseOne(float min, float max, int64_t index, const QuantSpec& spec,
   if (rule.restriction == ScaleRestriction::kPow2Bernoulli) {
     out.scale = ApplyBernoulli(out.scale, p.multiplier);
   }
-  const bool zero_allowed =
-      p.multiplier ? rule.degenerate == DegenerateRule::kZeroBelowEps
-                   : rule.degenerate == DegenerateRule::kNone;
+  const bool zero_allowed = p.multiplier ? rule.degenerate == DegenerateRule::kZeroBelowEps
+                                         : rule.degenerate == DegenerateRule::kNone;
   QKIT_REQUIRE(out.scale != 0.0f || zero_allowed, InvalidArgument,
                caller << ": " << range_text() << " gives a zero "
                       << (p.multiplier ? "multiplier" : "step") << " (underflow)");
@@ -261,10 +259,10 @@ void ChooseQParams(const float* min, const float* max, int64_t count, const Quan
                    const char* caller) {
   QKIT_REQUIRE(count >= 0, InvalidArgument, caller << ": `count`=" << count << " must be >= 0");
   if (count > 0) {
-    QKIT_REQUIRE(min != nullptr, InvalidArgument, caller << ": `min` is null (count=" << count
-                                                          << ")");
-    QKIT_REQUIRE(max != nullptr, InvalidArgument, caller << ": `max` is null (count=" << count
-                                                          << ")");
+    QKIT_REQUIRE(min != nullptr, InvalidArgument,
+                 caller << ": `min` is null (count=" << count << ")");
+    QKIT_REQUIRE(max != nullptr, InvalidArgument,
+                 caller << ": `max` is null (count=" << count << ")");
     QKIT_REQUIRE(scale_out != nullptr, InvalidArgument,
                  caller << ": `scale_out` is null (count=" << count << ")");
     QKIT_REQUIRE(zero_point_out != nullptr, InvalidArgument,
@@ -306,9 +304,9 @@ void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
   }
   for (int64_t i = 0; i < count; ++i) {
     const float z = zero_point[i];
-    QKIT_REQUIRE(std::isfinite(z), InvalidArgument,
-                 caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z
-                        << " is not finite");
+    QKIT_REQUIRE(
+        std::isfinite(z), InvalidArgument,
+        caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z << " is not finite");
     QKIT_REQUIRE(static_cast<double>(z) >= static_cast<double>(qmin) &&
                      static_cast<double>(z) <= static_cast<double>(qmax),
                  InvalidArgument,

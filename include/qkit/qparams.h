@@ -22,10 +22,10 @@ struct QParams {
 
 // The symmetric step's divisor.
 enum class SymmetricDivisor : uint8_t {
-  kHalfRange,  // (qmax - qmin) / 2: 127.5 for [-128, 127], 127 for [-127, 127], 7.5 for qint4
-               // (qkit default; MegEngine, PyTorch, Horizon, Distiller SYMMETRIC)
-  kQuantMax,   // qmax: 127 for 8-bit signed, 255 for 8-bit unsigned (OneFlow google, NVIDIA,
-               // Distiller SYMMETRIC_RESTRICTED via narrow range)
+  kHalfRange,      // (qmax - qmin) / 2: 127.5 for [-128, 127], 127 for [-127, 127], 7.5 for qint4
+                   // (qkit default; MegEngine, PyTorch, Horizon, Distiller SYMMETRIC)
+  kQuantMax,       // qmax: 127 for 8-bit signed, 255 for 8-bit unsigned (OneFlow google, NVIDIA,
+                   // Distiller SYMMETRIC_RESTRICTED via narrow range)
   kHalfFullRange,  // (2^bits - 1) / 2 from spec.bits alone, ignoring narrow_range and the
                    // quant_min/max override: 127.5 at 8 bits. Distiller SYMMETRIC, whose
                    // fake-quant range is the 257-level override [-128, 128] (where kHalfRange
@@ -34,22 +34,22 @@ enum class SymmetricDivisor : uint8_t {
 
 // What happens when the range is (near) zero.
 enum class DegenerateRule : uint8_t {
-  kFloorAtEps,       // scale = max(scale, eps) (qkit default with eps = 2^-23; MegEngine 1e-5;
-                     // PyTorch / Horizon 2^-23). In kMultiplier mode: m = min(m, 1/eps).
-  kNone,             // no rule: a zero range gives step 0 (OneFlow). Fake quant rejects it.
-  kZeroBelowEps,     // kMultiplier only: amax <= eps gives m = 0, so every code is the zero
-                     // point and dequantizes to 0 (NVIDIA, eps = 2^-24)
-  kOneIfZeroRange,   // a range of exactly 0 gives scale 1 (Distiller: sat 0 replaced by n)
+  kFloorAtEps,          // scale = max(scale, eps) (qkit default with eps = 2^-23; MegEngine 1e-5;
+                        // PyTorch / Horizon 2^-23). In kMultiplier mode: m = min(m, 1/eps).
+  kNone,                // no rule: a zero range gives step 0 (OneFlow). Fake quant rejects it.
+  kZeroBelowEps,        // kMultiplier only: amax <= eps gives m = 0, so every code is the zero
+                        // point and dequantizes to 0 (NVIDIA, eps = 2^-24)
+  kOneIfZeroRange,      // a range of exactly 0 gives scale 1 (Distiller: sat 0 replaced by n)
   kOneIfStepAtMostEps,  // step <= eps gives step 1 (PyTorch per_channel_affine_float_qparams);
                         // not with kMultiplier
 };
 
 // Zero point of a symmetric spec (affine specs compute theirs from min).
 enum class SymmetricZeroPoint : uint8_t {
-  kZero,           // z = 0 (every system on signed ranges; NVIDIA unsigned)
-  kMidpointUp,     // z = ceil((qmin + qmax) / 2): 128 for [0, 255] (PyTorch quint8 symmetric)
-  kMidpointDown,   // z = floor((qmin + qmax) / 2): 127 for [0, 255] (PyTorch quint8 symmetric
-                   // with a custom quant_min / quant_max)
+  kZero,          // z = 0 (every system on signed ranges; NVIDIA unsigned)
+  kMidpointUp,    // z = ceil((qmin + qmax) / 2): 128 for [0, 255] (PyTorch quint8 symmetric)
+  kMidpointDown,  // z = floor((qmin + qmax) / 2): 127 for [0, 255] (PyTorch quint8 symmetric
+                  // with a custom quant_min / quant_max)
 };
 
 // Restriction of the step to powers of two.

@@ -1,6 +1,8 @@
 // ChooseQParams / ValidateQParams: SPEC.md golden values per system, randomized bit-exact
 // comparison against the per-system references of tests/reference/qparams_ref.h (through the
 // QuantSpec + QParamsRule presets of docs/qparams.md), the array form, and every error path.
+#include "qkit/qparams.h"
+
 #include <gtest/gtest.h>
 
 #include <cfloat>
@@ -14,7 +16,6 @@
 #include <vector>
 
 #include "qkit/error.h"
-#include "qkit/qparams.h"
 #include "qkit/quant_spec.h"
 #include "reference/qparams_ref.h"
 #include "util/compare.h"
@@ -296,8 +297,7 @@ TEST(QParamsGoldenTest, DistillerAsymmetricSpec5_1) {
 TEST(QParamsGoldenTest, NvidiaSpec4_7AndDegenerate) {
   // SPEC §4.7: amax = max of torch.rand(10) under seed 12345 = 0.992143452167511 gives
   // scale (multiplier) 128.00567626953125.
-  EXPECT_EQ(Choose(NvidiaSymmetric(8, false), 0.0f, 0.992143452167511f).scale,
-            128.00567626953125f);
+  EXPECT_EQ(Choose(NvidiaSymmetric(8, false), 0.0f, 0.992143452167511f).scale, 128.00567626953125f);
   // SPEC §4.2: amax <= 2^-24 gives scale 0 (everything quantizes to 0); just above does not.
   const float eps = 1.0f / static_cast<float>(1 << 24);
   EXPECT_EQ(Choose(NvidiaSymmetric(8, false), 0.0f, 0.0f).scale, 0.0f);
@@ -372,14 +372,14 @@ TEST(QParamsGoldenTest, TorchEpsAndZeroPointClamp) {
   EXPECT_EQ(b2.scale, 0.011705883f);
   EXPECT_EQ(b2.zero_point, 85.0f);
   // SPEC §7.2: symmetric quint8 zero point 128, (qmin + qmax) // 2 with a custom range.
-  EXPECT_EQ(Choose(TorchObserver(UnsignedSpec(8), true, SymmetricZeroPoint::kMidpointUp), -1.0f,
-                   2.0f)
-                .zero_point,
-            128.0f);
-  EXPECT_EQ(Choose(TorchObserver(UnsignedSpec(8), true, SymmetricZeroPoint::kMidpointDown), -1.0f,
-                   2.0f)
-                .zero_point,
-            127.0f);
+  EXPECT_EQ(
+      Choose(TorchObserver(UnsignedSpec(8), true, SymmetricZeroPoint::kMidpointUp), -1.0f, 2.0f)
+          .zero_point,
+      128.0f);
+  EXPECT_EQ(
+      Choose(TorchObserver(UnsignedSpec(8), true, SymmetricZeroPoint::kMidpointDown), -1.0f, 2.0f)
+          .zero_point,
+      127.0f);
   // The clamp of zp = clamp(qmin - RNE(min/s), qmin, qmax) (SPEC §7.2). With torch's widening
   // it cannot engage; on an unwidened range it does: [5, 10] over [0, 255]: s = 5/255,
   // qmin - RNE(5 / s) = -255 -> clamped to 0; [-10, -5] -> 510 -> 255.
@@ -428,8 +428,8 @@ struct Expected {
 Expected Classify(float scale, float zero_point, bool zero_scale_allowed) {
   Expected e;
   e.q = {scale, zero_point};
-  e.defined = std::isfinite(scale) && std::isfinite(zero_point) &&
-              (scale != 0.0f || zero_scale_allowed);
+  e.defined =
+      std::isfinite(scale) && std::isfinite(zero_point) && (scale != 0.0f || zero_scale_allowed);
   return e;
 }
 
@@ -493,9 +493,9 @@ std::pair<float, float> RandomRange(std::mt19937_64& rng) {
   } catch (const InvalidArgument& e) {
     if (!want.defined) return ::testing::AssertionSuccess();
     return ::testing::AssertionFailure()
-           << system << " [" << mn << ", " << mx << "] " << p.spec.ToString()
-           << ": threw '" << e.what() << "' but the reference gives scale " << want.q.scale
-           << " zp " << want.q.zero_point;
+           << system << " [" << mn << ", " << mx << "] " << p.spec.ToString() << ": threw '"
+           << e.what() << "' but the reference gives scale " << want.q.scale << " zp "
+           << want.q.zero_point;
   }
   if (!want.defined) {
     return ::testing::AssertionFailure()
@@ -509,9 +509,9 @@ std::pair<float, float> RandomRange(std::mt19937_64& rng) {
                      !(got.zero_point == 0.0f && std::signbit(got.zero_point));
   if (SameFloat(want.q.scale, got.scale) && zp_ok) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << std::setprecision(9) << system << " [" << mn << ", " << mx << "] "
-         << p.spec.ToString() << ": want scale " << want.q.scale << " zp " << want.q.zero_point
-         << ", got scale " << got.scale << " zp " << got.zero_point;
+         << std::setprecision(9) << system << " [" << mn << ", " << mx << "] " << p.spec.ToString()
+         << ": want scale " << want.q.scale << " zp " << want.q.zero_point << ", got scale "
+         << got.scale << " zp " << got.zero_point;
 }
 
 // One system: reference -> Expected for (mn, mx, bits).
@@ -605,8 +605,7 @@ const std::vector<SystemCase>& Systems() {
        }},
       {"DistillerSymmetric", 2, 16, [](int b) { return DistillerSymmetric(b, false); },
        [](float mn, float mx, int b) {
-         const auto r =
-             ref::DistillerSymmetric(b, std::max(std::fabs(mn), std::fabs(mx)), false);
+         const auto r = ref::DistillerSymmetric(b, std::max(std::fabs(mn), std::fabs(mx)), false);
          return Classify(r.scale, r.zero_point, false);
        }},
       {"DistillerSymmetricRestricted", 2, 16, [](int b) { return DistillerSymmetric(b, true); },
@@ -620,8 +619,7 @@ const std::vector<SystemCase>& Systems() {
          const auto r = ref::DistillerAsymmetric(b, mn, mx, true, false);
          return Classify(r.scale, -r.zero_point, false);  // z = -zp
        }},
-      {"DistillerAsymmetricSigned", 2, 16,
-       [](int b) { return DistillerAsymmetric(b, true, true); },
+      {"DistillerAsymmetricSigned", 2, 16, [](int b) { return DistillerAsymmetric(b, true, true); },
        [](float mn, float mx, int b) {
          const auto r = ref::DistillerAsymmetric(b, mn, mx, true, true);
          return Classify(r.scale, -r.zero_point, false);
@@ -640,9 +638,7 @@ const std::vector<SystemCase>& Systems() {
          return Classify(r.scale, r.zero_point, false);
        }},
       {"TorchSymmetricQuint8", 8, 8,
-       [](int b) {
-         return TorchObserver(UnsignedSpec(b), true, SymmetricZeroPoint::kMidpointUp);
-       },
+       [](int b) { return TorchObserver(UnsignedSpec(b), true, SymmetricZeroPoint::kMidpointUp); },
        [](float mn, float mx, int b) {
          const auto r = ref::TorchCalculateQParams(mn, mx, 0, 255, ref::TorchQScheme::kSymmetric,
                                                    /*dtype_is_quint8=*/true);
@@ -697,13 +693,26 @@ TEST(QParamsRandomTest, EverySystemMatchesItsReferenceBitForBit) {
   auto rng = test::MakeRng();
   // Fixed edge ranges, then random ones.
   std::vector<std::pair<float, float>> ranges = {
-      {0.0f, 0.0f},           {-0.0f, 0.0f},         {-1.5f, 2.0f},
-      {1.0f, 2.0f},           {-2.0f, -1.0f},        {-FLT_MAX, FLT_MAX},
-      {-FLT_MAX, 0.0f},       {0.0f, FLT_MAX},       {FLT_MAX, FLT_MAX},
-      {-FLT_TRUE_MIN, 0.0f},  {0.0f, FLT_TRUE_MIN},  {FLT_MIN, FLT_MIN},
-      {-1e-40f, 1e-40f},      {5.0f, 10.0f},         {-10.0f, -5.0f},
-      {-0.25f, 7.25f},        {-2.0f, 10.0f},        {3.0f, 3.0f},
-      {0.0f, 1.0f / 16777216.0f}, {-1.0f / 16777216.0f, 0.0f},
+      {0.0f, 0.0f},
+      {-0.0f, 0.0f},
+      {-1.5f, 2.0f},
+      {1.0f, 2.0f},
+      {-2.0f, -1.0f},
+      {-FLT_MAX, FLT_MAX},
+      {-FLT_MAX, 0.0f},
+      {0.0f, FLT_MAX},
+      {FLT_MAX, FLT_MAX},
+      {-FLT_TRUE_MIN, 0.0f},
+      {0.0f, FLT_TRUE_MIN},
+      {FLT_MIN, FLT_MIN},
+      {-1e-40f, 1e-40f},
+      {5.0f, 10.0f},
+      {-10.0f, -5.0f},
+      {-0.25f, 7.25f},
+      {-2.0f, 10.0f},
+      {3.0f, 3.0f},
+      {0.0f, 1.0f / 16777216.0f},
+      {-1.0f / 16777216.0f, 0.0f},
   };
   for (int i = 0; i < 2000; ++i) ranges.push_back(RandomRange(rng));
   int64_t checked = 0, undefined = 0;
@@ -909,8 +918,7 @@ TEST(QParamsErrorTest, InconsistentRules) {
                 {"`rule.eps`=0", "kFloorAtEps"});
   QParamsRule bad_enum;
   bad_enum.divisor = static_cast<SymmetricDivisor>(9);
-  ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, QuantSpec{}, bad_enum); },
-                {"`rule.divisor`=9"});
+  ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, QuantSpec{}, bad_enum); }, {"`rule.divisor`=9"});
   // The spec itself is validated.
   QuantSpec bits17;
   bits17.bits = 17;

@@ -100,7 +100,8 @@ inline float NvidiaScale(float amax, int num_bits, bool is_unsigned) {
 // FakeAffineTensorQuantFunction: step = (max - min) / (2^b - 1); min_bound = -2^(b-1);
 // quant_zero = round(min / step) - min_bound (torch.round: half to even).
 inline SysQParams NvidiaFakeAffine(float min_range, float max_range, int num_bits) {
-  const float step_size = (max_range - min_range) / static_cast<float>(std::pow(2.0, num_bits) - 1.0);
+  const float step_size =
+      (max_range - min_range) / static_cast<float>(std::pow(2.0, num_bits) - 1.0);
   const float min_bound = -static_cast<float>(std::pow(2.0, num_bits - 1));
   const float quant_zero = std::nearbyint(min_range / step_size) - min_bound;
   return {step_size, quant_zero};
@@ -111,8 +112,8 @@ inline SysQParams NvidiaFakeAffine(float min_range, float max_range, int num_bit
 // symmetric_linear_quantization_params: n = 2^(b-1) - 1 if restricted else (2^b - 1) / 2;
 // a saturation of 0 is replaced by n; scale = n / sat; zp = 0. REQUIRES sat >= 0.
 inline SysQParams DistillerSymmetric(int num_bits, float sat, bool restrict_qrange) {
-  const double n = restrict_qrange ? std::pow(2.0, num_bits - 1) - 1.0
-                                   : (std::pow(2.0, num_bits) - 1.0) / 2.0;
+  const double n =
+      restrict_qrange ? std::pow(2.0, num_bits - 1) - 1.0 : (std::pow(2.0, num_bits) - 1.0) / 2.0;
   if (sat == 0.0f) sat = static_cast<float>(n);
   return {static_cast<float>(n) / sat, 0.0f};
 }
@@ -154,8 +155,8 @@ inline SysQParams TorchCalculateQParams(float min_val, float max_val, int64_t qu
   switch (qscheme) {
     case TorchQScheme::kSymmetric: {
       const float amax = std::max(-min_val_neg, max_val_pos);
-      const float scale =
-          std::max(amax / static_cast<float>(static_cast<double>(quant_max - quant_min) / 2.0), eps);
+      const float scale = std::max(
+          amax / static_cast<float>(static_cast<double>(quant_max - quant_min) / 2.0), eps);
       int64_t zero_point = 0;
       if (dtype_is_quint8) {
         // Python's // floors.
