@@ -23,7 +23,7 @@ struct QParams {
 // The symmetric step's divisor.
 enum class SymmetricDivisor : uint8_t {
   kHalfRange,      // (qmax - qmin) / 2: 127.5 for [-128, 127], 127 for [-127, 127], 7.5 for qint4
-                   // (qkit default; MegEngine, PyTorch, Horizon, Distiller SYMMETRIC)
+                   // (qkit default; MegEngine, PyTorch, Horizon)
   kQuantMax,       // qmax: 127 for 8-bit signed, 255 for 8-bit unsigned (OneFlow google, NVIDIA,
                    // Distiller SYMMETRIC_RESTRICTED via narrow range)
   kHalfFullRange,  // (2^bits - 1) / 2 from spec.bits alone, ignoring narrow_range and the
