@@ -1,0 +1,231 @@
+// Per-target SIMD bodies of MinMax / AbsMax on ONE contiguous float32 run (see minmax.cc for
+// validation, the strided walk, threading and the merge; docs/reductions.md for the contract).
+//
+// Two shapes of run:
+//   * ReduceRun: every element of the run belongs to one slot (param_step 0): reduce the run
+//     to one (lo, hi) pair, with four independent vector accumulators for ILP.
+//   * UpdateSlots: element i belongs to slot i (param_step 1, e.g. channels-last): elementwise
+//     min/max into the slot arrays.
+// NaN / Inf are handled with explicit IsNaN / IsFinite masks (STYLE C7): hn::Min / hn::Max are
+// only ever applied to NaN-free operands, or to lanes whose result is overwritten. Zero signs
+// are not canonicalized here (Min/Max of ±0 depends on operand order); the final merge in
+// minmax.cc maps a zero result to +0.
+//
+// Partial accumulators (lo, hi) are private to one thread and start at (+inf, -inf); under
+// kPropagate a NaN slot is marked by storing NaN into the partials (sticky). Under kSkip /
+// kSkipNaN partials never hold NaN.
+
+#if defined(QKIT_OPS_MINMAX_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef QKIT_OPS_MINMAX_INL_H_
+#undef QKIT_OPS_MINMAX_INL_H_
+#else
+#define QKIT_OPS_MINMAX_INL_H_
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include <hwy/highway.h>
+
+#include "qkit/ops/minmax.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qkit {
+namespace HWY_NAMESPACE {
+namespace minmax_detail {
+
+namespace hn = hwy::HWY_NAMESPACE;
+
+inline constexpr float kPosInf = std::numeric_limits<float>::infinity();
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Lanes that are left out (kSkip: NaN or ±Inf; kSkipNaN: NaN) or that poison the slot
+// (kPropagate: NaN).
+template <NonFinite kPolicy, class D, class V>
+HWY_INLINE hn::Mask<D> Excluded(D /*d*/, V v) {
+  if constexpr (kPolicy == NonFinite::kSkip) {
+    return hn::Not(hn::IsFinite(v));
+  } else {
+    return hn::IsNaN(v);
+  }
+}
+
+// One element, in scalar code (run tails). Same rules as the vector paths.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE void ScalarStep(float v, float& lo, float& hi, bool& nan, int64_t& skipped) {
+  if constexpr (kAbs) v = std::fabs(v);
+  if (std::isnan(v)) {
+    if constexpr (kPolicy == NonFinite::kPropagate) {
+      nan = true;
+    } else {
+      ++skipped;
+    }
+    return;
+  }
+  if (kPolicy == NonFinite::kSkip && std::isinf(v)) {
+    ++skipped;
+    return;
+  }
+  if constexpr (!kAbs) lo = v < lo ? v : lo;
+  hi = v > hi ? v : hi;
+}
+
+// Reduces x[0, n) (all one slot) into lo / hi (not read; lo untouched when kAbs), sets *nan when
+// kPropagate meets a NaN (lo / hi are then meaningless) and returns the number of elements left
+// out. Under kPropagate the scan stops at the first group holding a NaN.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE int64_t ReduceRun(const float* HWY_RESTRICT x, size_t n, float* lo_out, float* hi_out,
+                             bool* nan_out) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const size_t N = hn::Lanes(d);
+  const V pinf = hn::Set(d, kPosInf);
+  const V ninf = hn::Set(d, kNegInf);
+  // Four independent accumulator pairs: Min/Max have a latency of several cycles, so one pair
+  // would serialize the loop.
+  V lo0 = pinf, lo1 = pinf, lo2 = pinf, lo3 = pinf;
+  V hi0 = ninf, hi1 = ninf, hi2 = ninf, hi3 = ninf;
+  int64_t skipped = 0;
+  bool nan = false;
+  size_t i = 0;
+
+  // Excluded lanes are replaced by the identity of Min (+inf) / Max (-inf) and counted; only
+  // done for a group that has any (the common all-finite case pays one test per group).
+  auto fold_excluded = [&](V v, V& lo, V& hi) HWY_ATTR {
+    const auto ex = Excluded<kPolicy>(d, v);
+    skipped += static_cast<int64_t>(hn::CountTrue(d, ex));
+    if constexpr (!kAbs) lo = hn::Min(lo, hn::IfThenElse(ex, pinf, v));
+    hi = hn::Max(hi, hn::IfThenElse(ex, ninf, v));
+  };
+
+  if (n >= 4 * N) {
+    for (; i <= n - 4 * N; i += 4 * N) {
+      V v0 = hn::LoadU(d, x + i);
+      V v1 = hn::LoadU(d, x + i + N);
+      V v2 = hn::LoadU(d, x + i + 2 * N);
+      V v3 = hn::LoadU(d, x + i + 3 * N);
+      if constexpr (kAbs) {
+        v0 = hn::Abs(v0);
+        v1 = hn::Abs(v1);
+        v2 = hn::Abs(v2);
+        v3 = hn::Abs(v3);
+      }
+      const auto any_ex = hn::Or(hn::Or(Excluded<kPolicy>(d, v0), Excluded<kPolicy>(d, v1)),
+                                 hn::Or(Excluded<kPolicy>(d, v2), Excluded<kPolicy>(d, v3)));
+      if (HWY_UNLIKELY(!hn::AllFalse(d, any_ex))) {
+        if constexpr (kPolicy == NonFinite::kPropagate) {
+          *nan_out = true;  // the slot's result is NaN whatever else the run holds
+          return 0;
+        } else {
+          fold_excluded(v0, lo0, hi0);
+          fold_excluded(v1, lo1, hi1);
+          fold_excluded(v2, lo2, hi2);
+          fold_excluded(v3, lo3, hi3);
+          continue;
+        }
+      }
+      // No NaN in any lane here: plain Min/Max are exact.
+      if constexpr (!kAbs) {
+        lo0 = hn::Min(lo0, v0);
+        lo1 = hn::Min(lo1, v1);
+        lo2 = hn::Min(lo2, v2);
+        lo3 = hn::Min(lo3, v3);
+      }
+      hi0 = hn::Max(hi0, v0);
+      hi1 = hn::Max(hi1, v1);
+      hi2 = hn::Max(hi2, v2);
+      hi3 = hn::Max(hi3, v3);
+    }
+  }
+  for (; i + N <= n; i += N) {
+    V v = hn::LoadU(d, x + i);
+    if constexpr (kAbs) v = hn::Abs(v);
+    const auto ex = Excluded<kPolicy>(d, v);
+    if (HWY_UNLIKELY(!hn::AllFalse(d, ex))) {
+      if constexpr (kPolicy == NonFinite::kPropagate) {
+        *nan_out = true;
+        return 0;
+      } else {
+        fold_excluded(v, lo0, hi0);
+        continue;
+      }
+    }
+    if constexpr (!kAbs) lo0 = hn::Min(lo0, v);
+    hi0 = hn::Max(hi0, v);
+  }
+  float lo = kPosInf;
+  float hi = hn::GetLane(hn::MaxOfLanes(d, hn::Max(hn::Max(hi0, hi1), hn::Max(hi2, hi3))));
+  if constexpr (!kAbs) {
+    lo = hn::GetLane(hn::MinOfLanes(d, hn::Min(hn::Min(lo0, lo1), hn::Min(lo2, lo3))));
+  }
+  for (; i < n; ++i) ScalarStep<kPolicy, kAbs>(x[i], lo, hi, nan, skipped);
+  if (nan) {
+    *nan_out = true;
+    return 0;
+  }
+  if constexpr (!kAbs) *lo_out = lo;
+  *hi_out = hi;
+  return skipped;
+}
+
+// Elementwise: slot arrays lo[i] / hi[i] absorb x[i] for i < n (lo unused and may be null when
+// kAbs). Returns the number of elements left out.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE int64_t UpdateSlots(const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT lo,
+                               float* HWY_RESTRICT hi) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  const size_t N = hn::Lanes(d);
+  const V pinf = hn::Set(d, kPosInf);
+  const V ninf = hn::Set(d, kNegInf);
+  const V qnan = hn::Set(d, std::numeric_limits<float>::quiet_NaN());
+  int64_t skipped = 0;
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    V v = hn::LoadU(d, x + i);
+    if constexpr (kAbs) v = hn::Abs(v);
+    if constexpr (kPolicy == NonFinite::kPropagate) {
+      // NaN-sticky: a NaN element or a slot already NaN gives NaN (Min/Max alone would not).
+      const auto v_nan = hn::IsNaN(v);
+      const V h = hn::LoadU(d, hi + i);
+      hn::StoreU(hn::IfThenElse(hn::Or(v_nan, hn::IsNaN(h)), qnan, hn::Max(h, v)), d, hi + i);
+      if constexpr (!kAbs) {
+        const V l = hn::LoadU(d, lo + i);
+        hn::StoreU(hn::IfThenElse(hn::Or(v_nan, hn::IsNaN(l)), qnan, hn::Min(l, v)), d, lo + i);
+      }
+    } else {
+      // Partials never hold NaN under the skip policies; excluded lanes become identities.
+      const auto ex = Excluded<kPolicy>(d, v);
+      V v_lo = v, v_hi = v;
+      if (HWY_UNLIKELY(!hn::AllFalse(d, ex))) {
+        skipped += static_cast<int64_t>(hn::CountTrue(d, ex));
+        v_lo = hn::IfThenElse(ex, pinf, v);
+        v_hi = hn::IfThenElse(ex, ninf, v);
+      }
+      hn::StoreU(hn::Max(hn::LoadU(d, hi + i), v_hi), d, hi + i);
+      if constexpr (!kAbs) hn::StoreU(hn::Min(hn::LoadU(d, lo + i), v_lo), d, lo + i);
+    }
+  }
+  for (; i < n; ++i) {
+    float l = kAbs ? 0.0f : lo[i];
+    float h = hi[i];
+    bool nan = false;
+    // ScalarStep's `v < l ? v : l` keeps a NaN partial (comparisons with NaN are false).
+    ScalarStep<kPolicy, kAbs>(x[i], l, h, nan, skipped);
+    if (nan) {
+      l = h = std::numeric_limits<float>::quiet_NaN();
+    }
+    if constexpr (!kAbs) lo[i] = l;
+    hi[i] = h;
+  }
+  return skipped;
+}
+
+}  // namespace minmax_detail
+}  // namespace HWY_NAMESPACE
+}  // namespace qkit
+HWY_AFTER_NAMESPACE();
+
+#endif  // QKIT_OPS_MINMAX_INL_H_
