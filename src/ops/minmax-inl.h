@@ -15,6 +15,31 @@
 // kPropagate a NaN slot is marked by storing NaN into the partials (sticky). Under kSkip /
 // kSkipNaN partials never hold NaN.
 
+// Target-independent declarations (normal include guard).
+#ifndef QKIT_OPS_MINMAX_INL_SHARED_H_
+#define QKIT_OPS_MINMAX_INL_SHARED_H_
+
+#include <cstdint>
+
+namespace qkit::internal {
+
+// Fast path for reductions along the innermost axis of a float32 tensor whose other dims
+// collapse to one stride: element (r, c) of the logical [rows, cols] matrix is at
+// base[r * row_stride + c]. Slot of (r, c): c per channel (group == 0), or
+// r * ceil(cols / group) + c / group per group. Channels-last activations and row-major
+// weights with group-wise parameters both have this shape; the generic walk would hand out one
+// short run per row (or per group) instead.
+struct MinMaxRows {
+  const float* base;
+  int64_t row_stride;
+  int64_t cols;
+  int64_t group;  // 0: per channel
+};
+
+}  // namespace qkit::internal
+
+#endif  // QKIT_OPS_MINMAX_INL_SHARED_H_
+
 #if defined(QKIT_OPS_MINMAX_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef QKIT_OPS_MINMAX_INL_H_
 #undef QKIT_OPS_MINMAX_INL_H_
@@ -22,6 +47,7 @@
 #define QKIT_OPS_MINMAX_INL_H_
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -41,14 +67,36 @@ namespace hn = hwy::HWY_NAMESPACE;
 inline constexpr float kPosInf = std::numeric_limits<float>::infinity();
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Lanes that are left out (kSkip: NaN or ±Inf; kSkipNaN: NaN) or that poison the slot
-// (kPropagate: NaN).
+// Lanes that take part under kPolicy: kSkip keeps finite lanes; kSkipNaN keeps non-NaN lanes;
+// under kPropagate a NaN lane is not "kept" either (it poisons the slot instead).
 template <NonFinite kPolicy, class D, class V>
-HWY_INLINE hn::Mask<D> Excluded(D /*d*/, V v) {
+HWY_INLINE hn::Mask<D> Kept(D /*d*/, V v) {
   if constexpr (kPolicy == NonFinite::kSkip) {
-    return hn::Not(hn::IsFinite(v));
+    return hn::IsFinite(v);
   } else {
-    return hn::IsNaN(v);
+    return hn::Not(hn::IsNaN(v));
+  }
+}
+
+// True if every lane of v0..v3 takes part (the common case, tested once per group of four
+// vectors). Written per policy so that no mask is negated twice (IsFinite is itself a negated
+// class test on AVX-512).
+template <NonFinite kPolicy, class D, class V>
+HWY_INLINE bool AllKept(D d, V v0, V v1, V v2, V v3) {
+  if constexpr (kPolicy == NonFinite::kSkip) {
+    return hn::AllTrue(d, hn::And(hn::And(hn::IsFinite(v0), hn::IsFinite(v1)),
+                                  hn::And(hn::IsFinite(v2), hn::IsFinite(v3))));
+  } else {
+    return hn::AllFalse(d, hn::Or(hn::Or(hn::IsNaN(v0), hn::IsNaN(v1)),
+                                  hn::Or(hn::IsNaN(v2), hn::IsNaN(v3))));
+  }
+}
+template <NonFinite kPolicy, class D, class V>
+HWY_INLINE bool AllKept(D d, V v) {
+  if constexpr (kPolicy == NonFinite::kSkip) {
+    return hn::AllTrue(d, hn::IsFinite(v));
+  } else {
+    return hn::AllFalse(d, hn::IsNaN(v));
   }
 }
 
@@ -94,10 +142,10 @@ HWY_INLINE int64_t ReduceRun(const float* HWY_RESTRICT x, size_t n, float* lo_ou
   // Excluded lanes are replaced by the identity of Min (+inf) / Max (-inf) and counted; only
   // done for a group that has any (the common all-finite case pays one test per group).
   auto fold_excluded = [&](V v, V& lo, V& hi) HWY_ATTR {
-    const auto ex = Excluded<kPolicy>(d, v);
-    skipped += static_cast<int64_t>(hn::CountTrue(d, ex));
-    if constexpr (!kAbs) lo = hn::Min(lo, hn::IfThenElse(ex, pinf, v));
-    hi = hn::Max(hi, hn::IfThenElse(ex, ninf, v));
+    const auto keep = Kept<kPolicy>(d, v);
+    skipped += static_cast<int64_t>(N - hn::CountTrue(d, keep));
+    if constexpr (!kAbs) lo = hn::Min(lo, hn::IfThenElse(keep, v, pinf));
+    hi = hn::Max(hi, hn::IfThenElse(keep, v, ninf));
   };
 
   if (n >= 4 * N) {
@@ -112,9 +160,7 @@ HWY_INLINE int64_t ReduceRun(const float* HWY_RESTRICT x, size_t n, float* lo_ou
         v2 = hn::Abs(v2);
         v3 = hn::Abs(v3);
       }
-      const auto any_ex = hn::Or(hn::Or(Excluded<kPolicy>(d, v0), Excluded<kPolicy>(d, v1)),
-                                 hn::Or(Excluded<kPolicy>(d, v2), Excluded<kPolicy>(d, v3)));
-      if (HWY_UNLIKELY(!hn::AllFalse(d, any_ex))) {
+      if (HWY_UNLIKELY(!AllKept<kPolicy>(d, v0, v1, v2, v3))) {
         if constexpr (kPolicy == NonFinite::kPropagate) {
           *nan_out = true;  // the slot's result is NaN whatever else the run holds
           return 0;
@@ -142,8 +188,7 @@ HWY_INLINE int64_t ReduceRun(const float* HWY_RESTRICT x, size_t n, float* lo_ou
   for (; i + N <= n; i += N) {
     V v = hn::LoadU(d, x + i);
     if constexpr (kAbs) v = hn::Abs(v);
-    const auto ex = Excluded<kPolicy>(d, v);
-    if (HWY_UNLIKELY(!hn::AllFalse(d, ex))) {
+    if (HWY_UNLIKELY(!AllKept<kPolicy>(d, v))) {
       if constexpr (kPolicy == NonFinite::kPropagate) {
         *nan_out = true;
         return 0;
@@ -197,12 +242,12 @@ HWY_INLINE int64_t UpdateSlots(const float* HWY_RESTRICT x, size_t n, float* HWY
       }
     } else {
       // Partials never hold NaN under the skip policies; excluded lanes become identities.
-      const auto ex = Excluded<kPolicy>(d, v);
       V v_lo = v, v_hi = v;
-      if (HWY_UNLIKELY(!hn::AllFalse(d, ex))) {
-        skipped += static_cast<int64_t>(hn::CountTrue(d, ex));
-        v_lo = hn::IfThenElse(ex, pinf, v);
-        v_hi = hn::IfThenElse(ex, ninf, v);
+      if (HWY_UNLIKELY(!AllKept<kPolicy>(d, v))) {
+        const auto keep = Kept<kPolicy>(d, v);
+        skipped += static_cast<int64_t>(N - hn::CountTrue(d, keep));
+        v_lo = hn::IfThenElse(keep, v, pinf);
+        v_hi = hn::IfThenElse(keep, v, ninf);
       }
       hn::StoreU(hn::Max(hn::LoadU(d, hi + i), v_hi), d, hi + i);
       if constexpr (!kAbs) hn::StoreU(hn::Min(hn::LoadU(d, lo + i), v_lo), d, lo + i);
@@ -219,6 +264,54 @@ HWY_INLINE int64_t UpdateSlots(const float* HWY_RESTRICT x, size_t n, float* HWY
     }
     if constexpr (!kAbs) lo[i] = l;
     hi[i] = h;
+  }
+  return skipped;
+}
+
+// ReduceRun over x[0, n) folded into slot p of the partials (NaN-sticky). Returns the number of
+// elements left out.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE int64_t FoldRun(const float* HWY_RESTRICT x, size_t n, float* lo, float* hi,
+                           int64_t p) {
+  float run_lo = kPosInf, run_hi = kNegInf;
+  bool nan = false;
+  const int64_t skipped = ReduceRun<kPolicy, kAbs>(x, n, &run_lo, &run_hi, &nan);
+  if (nan) {
+    if constexpr (!kAbs) lo[p] = std::numeric_limits<float>::quiet_NaN();
+    hi[p] = std::numeric_limits<float>::quiet_NaN();
+    return 0;
+  }
+  // `a < b ? a : b` keeps a NaN partial (kPropagate) sticky.
+  if constexpr (!kAbs) lo[p] = run_lo < lo[p] ? run_lo : lo[p];
+  hi[p] = run_hi > hi[p] ? run_hi : hi[p];
+  return skipped;
+}
+
+// The logical elements [begin, end) of a MinMaxRows matrix folded into the partials.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE int64_t FoldRows(const internal::MinMaxRows& m, int64_t begin, int64_t end,
+                            float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
+  int64_t skipped = 0;
+  const int64_t cols = m.cols;
+  const int64_t groups_per_row = m.group ? (cols + m.group - 1) / m.group : 0;
+  int64_t r = begin / cols;
+  int64_t c = begin % cols;
+  for (int64_t pos = begin; pos < end; ++r, c = 0) {
+    const int64_t c_end = std::min(cols, c + (end - pos));
+    const float* row = m.base + r * m.row_stride;
+    if (m.group == 0) {
+      skipped += UpdateSlots<kPolicy, kAbs>(row + c, static_cast<size_t>(c_end - c),
+                                            kAbs ? nullptr : lo + c, hi + c);
+    } else {
+      for (int64_t k = c; k < c_end;) {
+        const int64_t g = k / m.group;
+        const int64_t k_end = std::min(c_end, (g + 1) * m.group);
+        skipped += FoldRun<kPolicy, kAbs>(row + k, static_cast<size_t>(k_end - k), lo, hi,
+                                          r * groups_per_row + g);
+        k = k_end;
+      }
+    }
+    pos += c_end - c;
   }
   return skipped;
 }

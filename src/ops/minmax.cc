@@ -9,6 +9,8 @@
 
 #include <hwy/highway.h>
 
+#include <type_traits>
+
 #include "internal/parallel.h"
 #include "internal/strided_walk.h"
 #include "ops/minmax-inl.h"
@@ -34,17 +36,7 @@ int64_t ChunkT(const internal::Walk& walk, int64_t begin, int64_t end, float* HW
         const size_t n = static_cast<size_t>(piece.count);
         const int64_t p = piece.param_index;
         if (piece.param_step == 0) {
-          float run_lo = md::kPosInf, run_hi = md::kNegInf;
-          bool nan = false;
-          skipped += md::ReduceRun<kPolicy, kAbs>(x, n, &run_lo, &run_hi, &nan);
-          if (nan) {
-            if constexpr (!kAbs) lo[p] = std::numeric_limits<float>::quiet_NaN();
-            hi[p] = std::numeric_limits<float>::quiet_NaN();
-            return;
-          }
-          // `a < b ? a : b` keeps a NaN partial (kPropagate) sticky.
-          if constexpr (!kAbs) lo[p] = run_lo < lo[p] ? run_lo : lo[p];
-          hi[p] = run_hi > hi[p] ? run_hi : hi[p];
+          skipped += md::FoldRun<kPolicy, kAbs>(x, n, lo, hi, p);
         } else {
           skipped += md::UpdateSlots<kPolicy, kAbs>(x, n, kAbs ? nullptr : lo + p, hi + p);
         }
@@ -52,16 +44,28 @@ int64_t ChunkT(const internal::Walk& walk, int64_t begin, int64_t end, float* HW
   return skipped;
 }
 
-template <bool kAbs>
-int64_t Chunk(const internal::Walk& walk, int64_t begin, int64_t end, NonFinite policy,
-              float* lo, float* hi) {
+// The same over the fast-path rows view.
+template <NonFinite kPolicy, bool kAbs>
+int64_t RowsChunkT(const internal::MinMaxRows& rows, int64_t begin, int64_t end,
+                   float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
+  return md::FoldRows<kPolicy, kAbs>(rows, begin, end, lo, hi);
+}
+
+// `Source` is internal::Walk or internal::MinMaxRows.
+template <bool kAbs, class Source>
+int64_t Chunk(const Source& src, int64_t begin, int64_t end, NonFinite policy, float* lo,
+              float* hi) {
+  constexpr bool kRows = std::is_same_v<Source, internal::MinMaxRows>;
   switch (policy) {
     case NonFinite::kSkip:
-      return ChunkT<NonFinite::kSkip, kAbs>(walk, begin, end, lo, hi);
+      if constexpr (kRows) return RowsChunkT<NonFinite::kSkip, kAbs>(src, begin, end, lo, hi);
+      else return ChunkT<NonFinite::kSkip, kAbs>(src, begin, end, lo, hi);
     case NonFinite::kSkipNaN:
-      return ChunkT<NonFinite::kSkipNaN, kAbs>(walk, begin, end, lo, hi);
+      if constexpr (kRows) return RowsChunkT<NonFinite::kSkipNaN, kAbs>(src, begin, end, lo, hi);
+      else return ChunkT<NonFinite::kSkipNaN, kAbs>(src, begin, end, lo, hi);
     case NonFinite::kPropagate:
-      return ChunkT<NonFinite::kPropagate, kAbs>(walk, begin, end, lo, hi);
+      if constexpr (kRows) return RowsChunkT<NonFinite::kPropagate, kAbs>(src, begin, end, lo, hi);
+      else return ChunkT<NonFinite::kPropagate, kAbs>(src, begin, end, lo, hi);
   }
   return 0;
 }
@@ -76,6 +80,16 @@ int64_t MinMaxChunk(const internal::Walk& walk, int64_t begin, int64_t end, NonF
 int64_t AbsMaxChunk(const internal::Walk& walk, int64_t begin, int64_t end, NonFinite policy,
                     float* amax) {
   return Chunk<true>(walk, begin, end, policy, nullptr, amax);
+}
+
+int64_t MinMaxRowsChunk(const internal::MinMaxRows& rows, int64_t begin, int64_t end,
+                        NonFinite policy, float* lo, float* hi) {
+  return Chunk<false>(rows, begin, end, policy, lo, hi);
+}
+
+int64_t AbsMaxRowsChunk(const internal::MinMaxRows& rows, int64_t begin, int64_t end,
+                        NonFinite policy, float* amax) {
+  return Chunk<true>(rows, begin, end, policy, nullptr, amax);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -94,6 +108,8 @@ namespace qkit {
 
 HWY_EXPORT(MinMaxChunk);
 HWY_EXPORT(AbsMaxChunk);
+HWY_EXPORT(MinMaxRowsChunk);
+HWY_EXPORT(AbsMaxRowsChunk);
 
 namespace {
 
@@ -152,6 +168,35 @@ Partials Reduce(const internal::Walk& walk, bool with_lo, const Context& ctx, Ch
   return r;
 }
 
+// The fast-path rows view of x for `layout`, when x is float32, the layout is per channel or
+// per group along the innermost axis (unit stride), and the other dims collapse to one row
+// stride (any sign, or 0). Returns false otherwise (the generic walk handles it).
+bool PlanRows(const TensorView& x, const ParamLayout& layout, int64_t axis,
+              internal::MinMaxRows* rows) {
+  if (x.dtype != DType::kFloat32 || layout.granularity == Granularity::kPerTensor) return false;
+  if (axis != x.ndim - 1) return false;
+  const int64_t cols = x.shape[axis];
+  if (cols != 1 && x.strides[axis] != 1) return false;
+  int64_t row_stride = cols;  // only one row if no outer dim is > 1
+  bool have_outer = false;
+  int64_t expected = 0;
+  for (int d = static_cast<int>(axis) - 1; d >= 0; --d) {
+    if (x.shape[d] == 1) continue;
+    if (!have_outer) {
+      have_outer = true;
+      row_stride = x.strides[d];
+    } else if (x.strides[d] != expected) {
+      return false;
+    }
+    expected = x.strides[d] * x.shape[d];
+  }
+  rows->base = static_cast<const float*>(x.data);
+  rows->row_stride = row_stride;
+  rows->cols = cols;
+  rows->group = layout.granularity == Granularity::kPerGroup ? layout.group_size : 0;
+  return true;
+}
+
 }  // namespace
 
 int64_t NumParams(const TensorView& x, const ParamLayout& layout, const char* caller) {
@@ -201,9 +246,15 @@ void MinMax(const TensorView& x, const ParamLayout& layout, NonFinite policy, fl
   }
   if (walk.numel() == 0) return;
 
+  internal::MinMaxRows rows;
+  const bool use_rows =
+      PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
   const Partials r = Reduce(walk, /*with_lo=*/true, ctx,
                             [&](int64_t b, int64_t e, float* lo, float* hi) {
-                              return HWY_DYNAMIC_DISPATCH(MinMaxChunk)(walk, b, e, policy, lo, hi);
+                              return use_rows ? HWY_DYNAMIC_DISPATCH(MinMaxRowsChunk)(
+                                                    rows, b, e, policy, lo, hi)
+                                              : HWY_DYNAMIC_DISPATCH(MinMaxChunk)(
+                                                    walk, b, e, policy, lo, hi);
                             });
   for (int64_t p = 0; p < P; ++p) {
     float lo = kInf, hi = -kInf;
@@ -249,9 +300,15 @@ void AbsMax(const TensorView& x, const ParamLayout& layout, NonFinite policy, fl
   }
   if (walk.numel() == 0) return;
 
+  internal::MinMaxRows rows;
+  const bool use_rows =
+      PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
   const Partials r = Reduce(walk, /*with_lo=*/false, ctx,
                             [&](int64_t b, int64_t e, float* /*lo*/, float* hi) {
-                              return HWY_DYNAMIC_DISPATCH(AbsMaxChunk)(walk, b, e, policy, hi);
+                              return use_rows ? HWY_DYNAMIC_DISPATCH(AbsMaxRowsChunk)(
+                                                    rows, b, e, policy, hi)
+                                              : HWY_DYNAMIC_DISPATCH(AbsMaxChunk)(
+                                                    walk, b, e, policy, hi);
                             });
   for (int64_t p = 0; p < P; ++p) {
     float hi = -kInf;
