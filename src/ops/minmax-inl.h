@@ -287,6 +287,118 @@ HWY_INLINE int64_t FoldRun(const float* HWY_RESTRICT x, size_t n, float* lo, flo
   return skipped;
 }
 
+// Column block [0, K*N) of `rows` rows (row r at base + r * row_stride) folded into the slot
+// arrays lo / hi [0, K*N), keeping the accumulators in registers across rows (UpdateSlots row
+// by row would chain every row through a store and a reload of the same slots).
+template <NonFinite kPolicy, bool kAbs, size_t K>
+HWY_INLINE int64_t TileRows(const float* HWY_RESTRICT base, int64_t row_stride, size_t rows,
+                            float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
+  const hn::ScalableTag<float> d;
+  using V = hn::Vec<decltype(d)>;
+  using M = hn::Mask<decltype(d)>;
+  const size_t N = hn::Lanes(d);
+  const V pinf = hn::Set(d, kPosInf);
+  const V ninf = hn::Set(d, kNegInf);
+  V vlo[K], vhi[K];
+  M nan[K];  // kPropagate: lanes that met a NaN (Min/Max results there are overwritten)
+  for (size_t k = 0; k < K; ++k) {
+    vhi[k] = hn::LoadU(d, hi + k * N);
+    vlo[k] = kAbs ? pinf : hn::LoadU(d, lo + k * N);
+    nan[k] = kAbs ? hn::IsNaN(vhi[k]) : hn::Or(hn::IsNaN(vhi[k]), hn::IsNaN(vlo[k]));
+  }
+  int64_t skipped = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* x = base + static_cast<int64_t>(r) * row_stride;
+    V v[K];
+    for (size_t k = 0; k < K; ++k) {
+      v[k] = hn::LoadU(d, x + k * N);
+      if constexpr (kAbs) v[k] = hn::Abs(v[k]);
+    }
+    bool clean;
+    if constexpr (K == 4) {
+      clean = AllKept<kPolicy>(d, v[0], v[1], v[2], v[3]);
+    } else {
+      static_assert(K == 1, "K is 1 or 4");
+      clean = AllKept<kPolicy>(d, v[0]);
+    }
+    if (HWY_UNLIKELY(!clean)) {
+      if constexpr (kPolicy == NonFinite::kPropagate) {
+        for (size_t k = 0; k < K; ++k) nan[k] = hn::Or(nan[k], hn::IsNaN(v[k]));
+        // fall through: Min/Max of the NaN lanes are overwritten below
+      } else {
+        for (size_t k = 0; k < K; ++k) {
+          const M keep = Kept<kPolicy>(d, v[k]);
+          skipped += static_cast<int64_t>(N - hn::CountTrue(d, keep));
+          if constexpr (!kAbs) vlo[k] = hn::Min(vlo[k], hn::IfThenElse(keep, v[k], pinf));
+          vhi[k] = hn::Max(vhi[k], hn::IfThenElse(keep, v[k], ninf));
+        }
+        continue;
+      }
+    }
+    for (size_t k = 0; k < K; ++k) {
+      if constexpr (!kAbs) vlo[k] = hn::Min(vlo[k], v[k]);
+      vhi[k] = hn::Max(vhi[k], v[k]);
+    }
+  }
+  const V qnan = hn::Set(d, std::numeric_limits<float>::quiet_NaN());
+  for (size_t k = 0; k < K; ++k) {
+    if constexpr (kPolicy == NonFinite::kPropagate) {
+      vhi[k] = hn::IfThenElse(nan[k], qnan, vhi[k]);
+      vlo[k] = hn::IfThenElse(nan[k], qnan, vlo[k]);
+    }
+    hn::StoreU(vhi[k], d, hi + k * N);
+    if constexpr (!kAbs) hn::StoreU(vlo[k], d, lo + k * N);
+  }
+  return skipped;
+}
+
+// Whole rows [0, rows) of a [rows, cols] matrix (row r at base + r * row_stride), element
+// (r, c) into slot c of lo / hi. Short rows go through TileRows over blocks of rows that stay
+// in L1 across the column tiles; long rows go row by row.
+template <NonFinite kPolicy, bool kAbs>
+HWY_INLINE int64_t UpdateSlotsRows(const float* HWY_RESTRICT base, int64_t row_stride,
+                                   size_t rows, size_t cols, float* HWY_RESTRICT lo,
+                                   float* HWY_RESTRICT hi) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  int64_t skipped = 0;
+  if (cols >= 16 * N) {  // each slot is revisited only after >= 16 vectors: no chain to break
+    for (size_t r = 0; r < rows; ++r) {
+      skipped += UpdateSlots<kPolicy, kAbs>(base + static_cast<int64_t>(r) * row_stride, cols,
+                                            lo, hi);
+    }
+    return skipped;
+  }
+  constexpr size_t kBlockFloats = 4096;  // 16 KiB of rows per block: stays in L1
+  const size_t block = std::max<size_t>(1, kBlockFloats / cols);
+  for (size_t r0 = 0; r0 < rows; r0 += block) {
+    const size_t nr = std::min(block, rows - r0);
+    const float* b = base + static_cast<int64_t>(r0) * row_stride;
+    size_t c = 0;
+    for (; c + 4 * N <= cols; c += 4 * N) {
+      skipped += TileRows<kPolicy, kAbs, 4>(b + c, row_stride, nr, kAbs ? nullptr : lo + c,
+                                            hi + c);
+    }
+    for (; c + N <= cols; c += N) {
+      skipped += TileRows<kPolicy, kAbs, 1>(b + c, row_stride, nr, kAbs ? nullptr : lo + c,
+                                            hi + c);
+    }
+    for (; c < cols; ++c) {  // fewer than N columns left: one column at a time, in registers
+      float l = kAbs ? 0.0f : lo[c];
+      float h = hi[c];
+      bool nan = false;
+      for (size_t r = 0; r < nr; ++r) {
+        ScalarStep<kPolicy, kAbs>(b[static_cast<int64_t>(r) * row_stride + c], l, h, nan,
+                                  skipped);
+      }
+      if (nan) l = h = std::numeric_limits<float>::quiet_NaN();
+      if constexpr (!kAbs) lo[c] = l;
+      hi[c] = h;
+    }
+  }
+  return skipped;
+}
+
 // The logical elements [begin, end) of a MinMaxRows matrix folded into the partials.
 template <NonFinite kPolicy, bool kAbs>
 HWY_INLINE int64_t FoldRows(const internal::MinMaxRows& m, int64_t begin, int64_t end,
@@ -299,6 +411,15 @@ HWY_INLINE int64_t FoldRows(const internal::MinMaxRows& m, int64_t begin, int64_
   for (int64_t pos = begin; pos < end; ++r, c = 0) {
     const int64_t c_end = std::min(cols, c + (end - pos));
     const float* row = m.base + r * m.row_stride;
+    if (m.group == 0 && c == 0 && end - pos >= 2 * cols) {  // whole rows
+      const int64_t nr = (end - pos) / cols;
+      skipped += UpdateSlotsRows<kPolicy, kAbs>(row, m.row_stride, static_cast<size_t>(nr),
+                                                static_cast<size_t>(cols), kAbs ? nullptr : lo,
+                                                hi);
+      pos += nr * cols;
+      r += nr - 1;
+      continue;
+    }
     if (m.group == 0) {
       skipped += UpdateSlots<kPolicy, kAbs>(row + c, static_cast<size_t>(c_end - c),
                                             kAbs ? nullptr : lo + c, hi + c);

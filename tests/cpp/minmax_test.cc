@@ -557,6 +557,24 @@ TEST_P(MinMaxTest, ThreadCountsAndExactSkipCount) {
   ExpectMatchesReference(cl.view, ParamLayout::PerGroup(0, 5), "per-element groups over chunks");
 }
 
+// Channels-last [rows, C] over several chunks with a handful of NaN / Inf (so that some slots
+// end NaN under kPropagate and others not, and NaN partials carry from chunk to chunk).
+TEST_P(MinMaxTest, ChannelsLastSparseSpecialsOverChunks) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  for (int64_t c : {3, 16, 17, 64, 100, 1000}) {
+    const int64_t rows = (2 * kGrain + 77) / c + 1;
+    auto values = RandomValues(rng, rows * c, /*specials=*/false);
+    std::uniform_int_distribution<int64_t> at(0, rows * c - 1);
+    for (int i = 0; i < 6; ++i) values[at(rng)] = kNaN;
+    for (int i = 0; i < 6; ++i) values[at(rng)] = (i % 2) ? kInf : -kInf;
+    values[kGrain + 1] = kNaN;  // early in the second chunk
+    auto t = TestTensor::Contiguous(DType::kFloat32, {rows, c}, values);
+    ExpectMatchesReference(t.view, ParamLayout::PerChannel(1), "C=" + std::to_string(c));
+    ExpectMatchesReference(t.view, ParamLayout::PerGroup(1, 8), "C=" + std::to_string(c));
+  }
+}
+
 // Empty tensors and empty shapes are valid and leave accumulators and the skip count as they
 // are; a 0-d tensor has one element.
 TEST_P(MinMaxTest, EmptyTensorsAndScalars) {
