@@ -104,5 +104,12 @@ void BM_AbsMaxPerChannelInner(benchmark::State& state) {
 }
 BENCHMARK(BM_AbsMaxPerChannelInner)->Apply(StandardArgs);
 
+// [n/4096, 4096] per group of 128 along the innermost axis (group-wise weight quantization).
+void BM_MinMaxPerGroup128(benchmark::State& state) {
+  Run(state, Op::kMinMax, {state.range(0) / 4096, 4096}, ParamLayout::PerGroup(1, 128),
+      NonFinite::kSkip);
+}
+BENCHMARK(BM_MinMaxPerGroup128)->Apply(StandardArgs);
+
 }  // namespace
 }  // namespace qkit::bench
