@@ -6,6 +6,8 @@
 //     to one (lo, hi) pair, with four independent vector accumulators for ILP.
 //   * UpdateSlots: element i belongs to slot i (param_step 1, e.g. channels-last): elementwise
 //     min/max into the slot arrays.
+// plus the rows fast path (MinMaxRows, innermost-axis channels / groups): FoldRows, which runs
+// many short rows through TileRows with the slot accumulators held in registers.
 // NaN / Inf are handled with explicit IsNaN / IsFinite masks (STYLE C7): hn::Min / hn::Max are
 // only ever applied to NaN-free operands, or to lanes whose result is overwritten. Zero signs
 // are not canonicalized here (Min/Max of ±0 depends on operand order); the final merge in
@@ -303,8 +305,13 @@ HWY_INLINE int64_t TileRows(const float* HWY_RESTRICT base, int64_t row_stride, 
   M nan[K];  // kPropagate: lanes that met a NaN (Min/Max results there are overwritten)
   for (size_t k = 0; k < K; ++k) {
     vhi[k] = hn::LoadU(d, hi + k * N);
-    vlo[k] = kAbs ? pinf : hn::LoadU(d, lo + k * N);
-    nan[k] = kAbs ? hn::IsNaN(vhi[k]) : hn::Or(hn::IsNaN(vhi[k]), hn::IsNaN(vlo[k]));
+    if constexpr (kAbs) {
+      vlo[k] = pinf;  // unused
+      nan[k] = hn::IsNaN(vhi[k]);
+    } else {
+      vlo[k] = hn::LoadU(d, lo + k * N);
+      nan[k] = hn::Or(hn::IsNaN(vhi[k]), hn::IsNaN(vlo[k]));
+    }
   }
   int64_t skipped = 0;
   for (size_t r = 0; r < rows; ++r) {
