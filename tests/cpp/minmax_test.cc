@@ -562,12 +562,12 @@ TEST_P(MinMaxTest, ThreadCountsAndExactSkipCount) {
 TEST_P(MinMaxTest, ChannelsLastSparseSpecialsOverChunks) {
   QKIT_SEED_TRACE();
   auto rng = test::MakeRng();
-  for (int64_t c : {3, 16, 17, 64, 100, 1000}) {
-    const int64_t rows = (2 * kGrain + 77) / c + 1;
+  for (int64_t c : {3, 17, 64, 1000}) {
+    const int64_t rows = (kGrain + 77) / c + 1;
     auto values = RandomValues(rng, rows * c, /*specials=*/false);
     std::uniform_int_distribution<int64_t> at(0, rows * c - 1);
-    for (int i = 0; i < 6; ++i) values[at(rng)] = kNaN;
-    for (int i = 0; i < 6; ++i) values[at(rng)] = (i % 2) ? kInf : -kInf;
+    for (int i = 0; i < 4; ++i) values[at(rng)] = kNaN;
+    for (int i = 0; i < 4; ++i) values[at(rng)] = (i % 2) ? kInf : -kInf;
     values[kGrain + 1] = kNaN;  // early in the second chunk
     auto t = TestTensor::Contiguous(DType::kFloat32, {rows, c}, values);
     ExpectMatchesReference(t.view, ParamLayout::PerChannel(1), "C=" + std::to_string(c));
