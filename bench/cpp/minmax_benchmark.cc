@@ -20,12 +20,22 @@ enum class Op { kMinMax, kAbsMax };
 
 // Times `op` over x (n floats, N(0,1)) viewed as `shape` with `layout`, with state.range(1)
 // threads and the given policy.
+// Half types hold the high 16 bits of each float (bfloat16: truncation; float16: the same bits
+// reinterpreted, which gives finite values of a similar spread).
 void Run(benchmark::State& state, Op op, std::initializer_list<int64_t> shape,
-         const ParamLayout& layout, NonFinite policy) {
+         const ParamLayout& layout, NonFinite policy, DType dtype = DType::kFloat32) {
   const int64_t n = state.range(0);
   const Context ctx{static_cast<int>(state.range(1))};
   auto src = RandomFloats(n);
-  const TensorView x = TensorView::Contiguous(src.get(), DType::kFloat32, shape);
+  if (dtype != DType::kFloat32) {
+    uint16_t* h = reinterpret_cast<uint16_t*>(src.get());
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &src[i], 4);
+      h[i] = static_cast<uint16_t>(u >> 16);
+    }
+  }
+  const TensorView x = TensorView::Contiguous(src.get(), dtype, shape);
   const int64_t P = NumParams(x, layout, "bench");
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> lo(P, inf), hi(P, -inf), amax(P, 0.0f);
@@ -103,6 +113,19 @@ void BM_AbsMaxPerChannelInner(benchmark::State& state) {
       NonFinite::kSkip);
 }
 BENCHMARK(BM_AbsMaxPerChannelInner)->Apply(StandardArgs);
+
+// float16 / bfloat16 inputs (converted to float32 while gathering), per tensor.
+void BM_MinMaxFloat16(benchmark::State& state) {
+  Run(state, Op::kMinMax, {state.range(0)}, ParamLayout::PerTensor(), NonFinite::kSkip,
+      DType::kFloat16);
+}
+BENCHMARK(BM_MinMaxFloat16)->Apply(StandardArgs);
+
+void BM_MinMaxBFloat16(benchmark::State& state) {
+  Run(state, Op::kMinMax, {state.range(0)}, ParamLayout::PerTensor(), NonFinite::kSkip,
+      DType::kBFloat16);
+}
+BENCHMARK(BM_MinMaxBFloat16)->Apply(StandardArgs);
 
 // [n/4096, 4096] per group of 128 along the innermost axis (group-wise weight quantization).
 void BM_MinMaxPerGroup128(benchmark::State& state) {
