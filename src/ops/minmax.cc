@@ -9,8 +9,6 @@
 
 #include <hwy/highway.h>
 
-#include <type_traits>
-
 #include "internal/parallel.h"
 #include "internal/strided_walk.h"
 #include "ops/minmax-inl.h"
@@ -26,7 +24,7 @@ namespace md = minmax_detail;
 // Folds the logical elements [begin, end) of walk's only operand into the partial slot arrays
 // lo / hi (lo null when kAbs). Returns the number of elements left out.
 template <NonFinite kPolicy, bool kAbs>
-int64_t ChunkT(const internal::Walk& walk, int64_t begin, int64_t end, float* HWY_RESTRICT lo,
+int64_t FoldChunk(const internal::Walk& walk, int64_t begin, int64_t end, float* HWY_RESTRICT lo,
                float* HWY_RESTRICT hi) {
   int64_t skipped = 0;
   internal::ForEachF32Block(
@@ -46,26 +44,23 @@ int64_t ChunkT(const internal::Walk& walk, int64_t begin, int64_t end, float* HW
 
 // The same over the fast-path rows view.
 template <NonFinite kPolicy, bool kAbs>
-int64_t RowsChunkT(const internal::MinMaxRows& rows, int64_t begin, int64_t end,
-                   float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
+int64_t FoldChunk(const internal::MinMaxRows& rows, int64_t begin, int64_t end,
+                  float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
   return md::FoldRows<kPolicy, kAbs>(rows, begin, end, lo, hi);
 }
 
-// `Source` is internal::Walk or internal::MinMaxRows.
+// The policy becomes a template argument here, once per chunk. `Source` is internal::Walk or
+// internal::MinMaxRows.
 template <bool kAbs, class Source>
 int64_t Chunk(const Source& src, int64_t begin, int64_t end, NonFinite policy, float* lo,
               float* hi) {
-  constexpr bool kRows = std::is_same_v<Source, internal::MinMaxRows>;
   switch (policy) {
     case NonFinite::kSkip:
-      if constexpr (kRows) return RowsChunkT<NonFinite::kSkip, kAbs>(src, begin, end, lo, hi);
-      else return ChunkT<NonFinite::kSkip, kAbs>(src, begin, end, lo, hi);
+      return FoldChunk<NonFinite::kSkip, kAbs>(src, begin, end, lo, hi);
     case NonFinite::kSkipNaN:
-      if constexpr (kRows) return RowsChunkT<NonFinite::kSkipNaN, kAbs>(src, begin, end, lo, hi);
-      else return ChunkT<NonFinite::kSkipNaN, kAbs>(src, begin, end, lo, hi);
+      return FoldChunk<NonFinite::kSkipNaN, kAbs>(src, begin, end, lo, hi);
     case NonFinite::kPropagate:
-      if constexpr (kRows) return RowsChunkT<NonFinite::kPropagate, kAbs>(src, begin, end, lo, hi);
-      else return ChunkT<NonFinite::kPropagate, kAbs>(src, begin, end, lo, hi);
+      return FoldChunk<NonFinite::kPropagate, kAbs>(src, begin, end, lo, hi);
   }
   return 0;
 }
@@ -132,10 +127,8 @@ void CheckCommon(const TensorView& x, NonFinite policy, const Context& ctx, cons
 // Zero extremes are reported as +0 (min/max do not define the sign of a zero result).
 inline float CanonicalZero(float v) { return v == 0.0f ? 0.0f : v; }
 
-// Runs `chunk_fn(begin, end, thread, lo_partial, hi_partial)` over the walk on
-// EffectiveThreads() threads, each with its own partial slot arrays (lo may be absent), and
-// returns the partials (thread-major) and per-thread skip counts. Results are exact, so the
-// merge order does not matter.
+// Per-thread partial slot arrays (thread-major: thread t owns [t * P, (t + 1) * P)), started
+// at +inf (lo) / -inf (hi), and the total skip count.
 struct Partials {
   int threads = 1;
   std::vector<float> lo;  // threads * P, or empty
@@ -143,6 +136,10 @@ struct Partials {
   int64_t skipped = 0;
 };
 
+// Runs chunk_fn(begin, end, lo_partial, hi_partial) -> skipped for every chunk of kGrain
+// logical elements on EffectiveThreads() threads, each thread folding into its own partials
+// (lo_partial is null unless with_lo). Min, max and counts are exact, so neither the chunk
+// order nor the thread count can change the merged result.
 template <class ChunkFn>
 Partials Reduce(const internal::Walk& walk, bool with_lo, const Context& ctx, ChunkFn&& chunk_fn) {
   const int64_t numel = walk.numel();
