@@ -49,13 +49,13 @@ struct MinMaxRows {
 #define QKIT_OPS_MINMAX_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-
-#include <hwy/highway.h>
 
 #include "qkit/ops/minmax.h"
 
@@ -89,8 +89,8 @@ HWY_INLINE bool AllKept(D d, V v0, V v1, V v2, V v3) {
     return hn::AllTrue(d, hn::And(hn::And(hn::IsFinite(v0), hn::IsFinite(v1)),
                                   hn::And(hn::IsFinite(v2), hn::IsFinite(v3))));
   } else {
-    return hn::AllFalse(d, hn::Or(hn::Or(hn::IsNaN(v0), hn::IsNaN(v1)),
-                                  hn::Or(hn::IsNaN(v2), hn::IsNaN(v3))));
+    return hn::AllFalse(
+        d, hn::Or(hn::Or(hn::IsNaN(v0), hn::IsNaN(v1)), hn::Or(hn::IsNaN(v2), hn::IsNaN(v3))));
   }
 }
 template <NonFinite kPolicy, class D, class V>
@@ -273,8 +273,7 @@ HWY_INLINE int64_t UpdateSlots(const float* HWY_RESTRICT x, size_t n, float* HWY
 // ReduceRun over x[0, n) folded into slot p of the partials (NaN-sticky). Returns the number of
 // elements left out.
 template <NonFinite kPolicy, bool kAbs>
-HWY_INLINE int64_t FoldRun(const float* HWY_RESTRICT x, size_t n, float* lo, float* hi,
-                           int64_t p) {
+HWY_INLINE int64_t FoldRun(const float* HWY_RESTRICT x, size_t n, float* lo, float* hi, int64_t p) {
   float run_lo = kPosInf, run_hi = kNegInf;
   bool nan = false;
   const int64_t skipped = ReduceRun<kPolicy, kAbs>(x, n, &run_lo, &run_hi, &nan);
@@ -363,16 +362,15 @@ HWY_INLINE int64_t TileRows(const float* HWY_RESTRICT base, int64_t row_stride, 
 // (r, c) into slot c of lo / hi. Short rows go through TileRows over blocks of rows that stay
 // in L1 across the column tiles; long rows go row by row.
 template <NonFinite kPolicy, bool kAbs>
-HWY_INLINE int64_t UpdateSlotsRows(const float* HWY_RESTRICT base, int64_t row_stride,
-                                   size_t rows, size_t cols, float* HWY_RESTRICT lo,
-                                   float* HWY_RESTRICT hi) {
+HWY_INLINE int64_t UpdateSlotsRows(const float* HWY_RESTRICT base, int64_t row_stride, size_t rows,
+                                   size_t cols, float* HWY_RESTRICT lo, float* HWY_RESTRICT hi) {
   const hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
   int64_t skipped = 0;
   if (cols >= 16 * N) {  // each slot is revisited only after >= 16 vectors: no chain to break
     for (size_t r = 0; r < rows; ++r) {
-      skipped += UpdateSlots<kPolicy, kAbs>(base + static_cast<int64_t>(r) * row_stride, cols,
-                                            lo, hi);
+      skipped +=
+          UpdateSlots<kPolicy, kAbs>(base + static_cast<int64_t>(r) * row_stride, cols, lo, hi);
     }
     return skipped;
   }
@@ -383,20 +381,17 @@ HWY_INLINE int64_t UpdateSlotsRows(const float* HWY_RESTRICT base, int64_t row_s
     const float* b = base + static_cast<int64_t>(r0) * row_stride;
     size_t c = 0;
     for (; c + 4 * N <= cols; c += 4 * N) {
-      skipped += TileRows<kPolicy, kAbs, 4>(b + c, row_stride, nr, kAbs ? nullptr : lo + c,
-                                            hi + c);
+      skipped += TileRows<kPolicy, kAbs, 4>(b + c, row_stride, nr, kAbs ? nullptr : lo + c, hi + c);
     }
     for (; c + N <= cols; c += N) {
-      skipped += TileRows<kPolicy, kAbs, 1>(b + c, row_stride, nr, kAbs ? nullptr : lo + c,
-                                            hi + c);
+      skipped += TileRows<kPolicy, kAbs, 1>(b + c, row_stride, nr, kAbs ? nullptr : lo + c, hi + c);
     }
     for (; c < cols; ++c) {  // fewer than N columns left: one column at a time, in registers
       float l = kAbs ? 0.0f : lo[c];
       float h = hi[c];
       bool nan = false;
       for (size_t r = 0; r < nr; ++r) {
-        ScalarStep<kPolicy, kAbs>(b[static_cast<int64_t>(r) * row_stride + c], l, h, nan,
-                                  skipped);
+        ScalarStep<kPolicy, kAbs>(b[static_cast<int64_t>(r) * row_stride + c], l, h, nan, skipped);
       }
       if (nan) l = h = std::numeric_limits<float>::quiet_NaN();
       if constexpr (!kAbs) lo[c] = l;
@@ -421,8 +416,7 @@ HWY_INLINE int64_t FoldRows(const internal::MinMaxRows& m, int64_t begin, int64_
     if (m.group == 0 && c == 0 && end - pos >= 2 * cols) {  // whole rows
       const int64_t nr = (end - pos) / cols;
       skipped += UpdateSlotsRows<kPolicy, kAbs>(row, m.row_stride, static_cast<size_t>(nr),
-                                                static_cast<size_t>(cols), kAbs ? nullptr : lo,
-                                                hi);
+                                                static_cast<size_t>(cols), kAbs ? nullptr : lo, hi);
       pos += nr * cols;
       r += nr - 1;
       continue;

@@ -5,14 +5,14 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/minmax.cc"
-#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include "qkit/ops/minmax.h"
 
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
 #include "internal/parallel.h"
 #include "internal/strided_walk.h"
 #include "ops/minmax-inl.h"
-#include "qkit/ops/minmax.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace qkit {
@@ -25,7 +25,7 @@ namespace md = minmax_detail;
 // lo / hi (lo null when kAbs). Returns the number of elements left out.
 template <NonFinite kPolicy, bool kAbs>
 int64_t FoldChunk(const internal::Walk& walk, int64_t begin, int64_t end, float* HWY_RESTRICT lo,
-               float* HWY_RESTRICT hi) {
+                  float* HWY_RESTRICT hi) {
   int64_t skipped = 0;
   internal::ForEachF32Block(
       walk, 1, begin, end,
@@ -113,9 +113,9 @@ constexpr float kQuietNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Checks shared by MinMax and AbsMax that do not need the walk.
 void CheckCommon(const TensorView& x, NonFinite policy, const Context& ctx, const char* fn) {
-  QKIT_REQUIRE(IsFloating(x.dtype), InvalidArgument,
-               fn << ": `x` has dtype " << DTypeName(x.dtype)
-                  << "; expected float32, float16 or bfloat16");
+  QKIT_REQUIRE(
+      IsFloating(x.dtype), InvalidArgument,
+      fn << ": `x` has dtype " << DTypeName(x.dtype) << "; expected float32, float16 or bfloat16");
   QKIT_REQUIRE(policy == NonFinite::kSkip || policy == NonFinite::kSkipNaN ||
                    policy == NonFinite::kPropagate,
                InvalidArgument,
@@ -198,8 +198,7 @@ bool PlanRows(const TensorView& x, const ParamLayout& layout, int64_t axis,
 
 int64_t NumParams(const TensorView& x, const ParamLayout& layout, const char* caller) {
   QKIT_REQUIRE(x.ndim >= 0 && x.ndim <= kMaxDims, InvalidArgument,
-               caller << ": tensors may have at most " << kMaxDims << " dims; got ndim="
-                      << x.ndim);
+               caller << ": tensors may have at most " << kMaxDims << " dims; got ndim=" << x.ndim);
   for (int d = 0; d < x.ndim; ++d) {
     QKIT_REQUIRE(x.shape[d] >= 0, InvalidArgument,
                  caller << ": negative size " << x.shape[d] << " in shape " << x.ShapeString());
@@ -244,15 +243,12 @@ void MinMax(const TensorView& x, const ParamLayout& layout, NonFinite policy, fl
   if (walk.numel() == 0) return;
 
   internal::MinMaxRows rows;
-  const bool use_rows =
-      PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
-  const Partials r = Reduce(walk, /*with_lo=*/true, ctx,
-                            [&](int64_t b, int64_t e, float* lo, float* hi) {
-                              return use_rows ? HWY_DYNAMIC_DISPATCH(MinMaxRowsChunk)(
-                                                    rows, b, e, policy, lo, hi)
-                                              : HWY_DYNAMIC_DISPATCH(MinMaxChunk)(
-                                                    walk, b, e, policy, lo, hi);
-                            });
+  const bool use_rows = PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
+  const Partials r =
+      Reduce(walk, /*with_lo=*/true, ctx, [&](int64_t b, int64_t e, float* lo, float* hi) {
+        return use_rows ? HWY_DYNAMIC_DISPATCH(MinMaxRowsChunk)(rows, b, e, policy, lo, hi)
+                        : HWY_DYNAMIC_DISPATCH(MinMaxChunk)(walk, b, e, policy, lo, hi);
+      });
   for (int64_t p = 0; p < P; ++p) {
     float lo = kInf, hi = -kInf;
     bool nan = false;
@@ -298,15 +294,12 @@ void AbsMax(const TensorView& x, const ParamLayout& layout, NonFinite policy, fl
   if (walk.numel() == 0) return;
 
   internal::MinMaxRows rows;
-  const bool use_rows =
-      PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
-  const Partials r = Reduce(walk, /*with_lo=*/false, ctx,
-                            [&](int64_t b, int64_t e, float* /*lo*/, float* hi) {
-                              return use_rows ? HWY_DYNAMIC_DISPATCH(AbsMaxRowsChunk)(
-                                                    rows, b, e, policy, hi)
-                                              : HWY_DYNAMIC_DISPATCH(AbsMaxChunk)(
-                                                    walk, b, e, policy, hi);
-                            });
+  const bool use_rows = PlanRows(x, layout, internal::NormalizeLayoutAxis(x, layout, kFn), &rows);
+  const Partials r =
+      Reduce(walk, /*with_lo=*/false, ctx, [&](int64_t b, int64_t e, float* /*lo*/, float* hi) {
+        return use_rows ? HWY_DYNAMIC_DISPATCH(AbsMaxRowsChunk)(rows, b, e, policy, hi)
+                        : HWY_DYNAMIC_DISPATCH(AbsMaxChunk)(walk, b, e, policy, hi);
+      });
   for (int64_t p = 0; p < P; ++p) {
     float hi = -kInf;
     bool nan = false;

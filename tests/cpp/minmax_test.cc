@@ -33,9 +33,12 @@ constexpr NonFinite kPolicies[] = {NonFinite::kSkip, NonFinite::kSkipNaN, NonFin
 
 const char* PolicyName(NonFinite p) {
   switch (p) {
-    case NonFinite::kSkip: return "kSkip";
-    case NonFinite::kSkipNaN: return "kSkipNaN";
-    case NonFinite::kPropagate: return "kPropagate";
+    case NonFinite::kSkip:
+      return "kSkip";
+    case NonFinite::kSkipNaN:
+      return "kSkipNaN";
+    case NonFinite::kPropagate:
+      return "kPropagate";
   }
   return "?";
 }
@@ -83,7 +86,10 @@ struct TestTensor {
     for (int d = 0; d < nd; ++d) {
       if (shape[d] == 0) empty = true;
       const int64_t span = (shape[d] - 1) * strides[d];
-      if (span < 0) lo += span; else hi += span;
+      if (span < 0)
+        lo += span;
+      else
+        hi += span;
     }
     if (empty) lo = hi = 0;
     const size_t es = DTypeSize(dt);
@@ -154,8 +160,8 @@ std::vector<float> RandomValues(std::mt19937_64& rng, int64_t n, bool specials =
 // Runs MinMax and AbsMax under every policy with 1 and 2 threads, from fresh accumulators or
 // (running) from the given ones, and expects the reference's results bit for bit (NaN-aware),
 // the same skip count, and bit-identical results (NaN payloads included) across thread counts.
-void ExpectMatchesReference(const TensorView& x, const ParamLayout& layout,
-                            const std::string& what, const std::vector<float>* init_lo = nullptr,
+void ExpectMatchesReference(const TensorView& x, const ParamLayout& layout, const std::string& what,
+                            const std::vector<float>* init_lo = nullptr,
                             const std::vector<float>* init_hi = nullptr) {
   SCOPED_TRACE(what + " dtype=" + DTypeName(x.dtype) + " shape=" + x.ShapeString() +
                " layout=" + layout.ToString() + " target=" + CurrentTarget());
@@ -239,8 +245,9 @@ TEST_P(MinMaxTest, ZeroExtremesArePlusZero) {
     for (int pattern = 0; pattern < 3; ++pattern) {
       std::vector<float> v(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) {
-        v[i] = pattern == 0 ? -0.0f : pattern == 1 ? ((i % 2) ? 0.0f : -0.0f)
-                                                  : ((i % 2) ? -0.0f : 0.0f);
+        v[i] = pattern == 0   ? -0.0f
+               : pattern == 1 ? ((i % 2) ? 0.0f : -0.0f)
+                              : ((i % 2) ? -0.0f : 0.0f);
       }
       auto x = TensorView::Vector(v.data(), n);
       for (NonFinite policy : kPolicies) {
@@ -383,7 +390,8 @@ TEST_P(MinMaxTest, StridedViews) {
     ExpectMatchesReference(t.view, ParamLayout::PerTensor(), v.name);
     for (int axis = -nd; axis < nd; ++axis) {
       ExpectMatchesReference(t.view, ParamLayout::PerChannel(axis), v.name);
-      for (int64_t g : {1, 4, 5}) ExpectMatchesReference(t.view, ParamLayout::PerGroup(axis, g), v.name);
+      for (int64_t g : {1, 4, 5})
+        ExpectMatchesReference(t.view, ParamLayout::PerGroup(axis, g), v.name);
     }
   }
 }
@@ -457,8 +465,7 @@ TEST_P(MinMaxTest, PerGroupRagged) {
     const int nd = static_cast<int>(shape.size());
     for (int axis = 0; axis < nd; ++axis) {
       for (int64_t g : {1, 2, 3, 16, 32, 33, 128, 2000}) {
-        ExpectMatchesReference(t.view, ParamLayout::PerGroup(axis, g),
-                               "g=" + std::to_string(g));
+        ExpectMatchesReference(t.view, ParamLayout::PerGroup(axis, g), "g=" + std::to_string(g));
       }
     }
   }
@@ -473,9 +480,8 @@ TEST_P(MinMaxTest, RunningAccumulators) {
   std::uniform_int_distribution<size_t> pick(0, sv.size() - 1);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   std::bernoulli_distribution coin(0.3);
-  for (const ParamLayout& layout :
-       {ParamLayout::PerTensor(), ParamLayout::PerChannel(0), ParamLayout::PerChannel(1),
-        ParamLayout::PerGroup(1, 7)}) {
+  for (const ParamLayout& layout : {ParamLayout::PerTensor(), ParamLayout::PerChannel(0),
+                                    ParamLayout::PerChannel(1), ParamLayout::PerGroup(1, 7)}) {
     auto values = RandomValues(rng, 23 * 61);
     auto t = TestTensor::Contiguous(DType::kFloat32, {23, 61}, values);
     const int64_t P = NumParams(t.view, layout, "test");
@@ -526,8 +532,8 @@ TEST_P(MinMaxTest, ThreadCountsAndExactSkipCount) {
   const struct {
     NonFinite policy;
     int64_t skipped;
-  } expect[] = {{NonFinite::kSkip, nans + infs}, {NonFinite::kSkipNaN, nans},
-                {NonFinite::kPropagate, 0}};
+  } expect[] = {
+      {NonFinite::kSkip, nans + infs}, {NonFinite::kSkipNaN, nans}, {NonFinite::kPropagate, 0}};
   for (const auto& e : expect) {
     float lo1 = kInf, hi1 = -kInf, a1 = 0.0f;
     int64_t s1 = 0, sa1 = 0;
@@ -581,16 +587,15 @@ TEST_P(MinMaxTest, EmptyTensorsAndScalars) {
   for (const std::vector<int64_t>& shape :
        {std::vector<int64_t>{0}, std::vector<int64_t>{3, 0, 4}, std::vector<int64_t>{0, 5}}) {
     auto t = TestTensor::Contiguous(DType::kFloat32, shape, {});
-    for (const ParamLayout& layout :
-         {ParamLayout::PerTensor(), ParamLayout::PerChannel(0), ParamLayout::PerChannel(-1),
-          ParamLayout::PerGroup(0, 2)}) {
+    for (const ParamLayout& layout : {ParamLayout::PerTensor(), ParamLayout::PerChannel(0),
+                                      ParamLayout::PerChannel(-1), ParamLayout::PerGroup(0, 2)}) {
       const int64_t P = NumParams(t.view, layout, "test");
       EXPECT_EQ(P, ref::RefNumParams(t.view, layout)) << t.view.ShapeString() << layout.ToString();
       std::vector<float> lo(P, -7.0f), hi(P, 7.0f), amax(P, 3.0f);
       int64_t skipped = 42;
       for (NonFinite policy : kPolicies) {
-        MinMax(t.view, layout, policy, P ? lo.data() : nullptr, P ? hi.data() : nullptr,
-               &skipped, Context{2});
+        MinMax(t.view, layout, policy, P ? lo.data() : nullptr, P ? hi.data() : nullptr, &skipped,
+               Context{2});
         AbsMax(t.view, layout, policy, P ? amax.data() : nullptr, &skipped, Context{2});
       }
       for (int64_t p = 0; p < P; ++p) {
@@ -674,23 +679,20 @@ TEST(MinMaxArgsTest, ErrorsNameFunctionArgumentAndValue) {
       {"qkit::AbsMax", "`group_size`=-3"});
   int8_t q[24] = {};
   auto xi = TensorView::Contiguous(q, DType::kInt8, {24});
-  ExpectError<InvalidArgument>(
-      [&] { MinMax(xi, {}, NonFinite::kSkip, lo, hi, &skipped, {}); },
-      {"qkit::MinMax", "`x`", "int8"});
+  ExpectError<InvalidArgument>([&] { MinMax(xi, {}, NonFinite::kSkip, lo, hi, &skipped, {}); },
+                               {"qkit::MinMax", "`x`", "int8"});
   auto x32 = TensorView::Contiguous(q, DType::kInt32, {6});
   ExpectError<InvalidArgument>([&] { AbsMax(x32, {}, NonFinite::kSkip, hi, &skipped, {}); },
                                {"qkit::AbsMax", "int32"});
-  ExpectError<InvalidArgument>(
-      [&] { MinMax(x, {}, NonFinite::kSkip, nullptr, hi, &skipped, {}); },
-      {"qkit::MinMax", "`min_acc`"});
+  ExpectError<InvalidArgument>([&] { MinMax(x, {}, NonFinite::kSkip, nullptr, hi, &skipped, {}); },
+                               {"qkit::MinMax", "`min_acc`"});
   ExpectError<InvalidArgument>(
       [&] { MinMax(x, ParamLayout::PerChannel(1), NonFinite::kSkip, lo, nullptr, &skipped, {}); },
       {"qkit::MinMax", "`max_acc`", "3 floats"});
-  ExpectError<InvalidArgument>(
-      [&] { AbsMax(x, {}, NonFinite::kSkip, nullptr, &skipped, {}); },
-      {"qkit::AbsMax", "`amax_acc`"});
-  ExpectError<InvalidArgument>(
-      [&] { MinMax(x, {}, NonFinite::kSkip, lo, lo, &skipped, {}); }, {"qkit::MinMax", "same"});
+  ExpectError<InvalidArgument>([&] { AbsMax(x, {}, NonFinite::kSkip, nullptr, &skipped, {}); },
+                               {"qkit::AbsMax", "`amax_acc`"});
+  ExpectError<InvalidArgument>([&] { MinMax(x, {}, NonFinite::kSkip, lo, lo, &skipped, {}); },
+                               {"qkit::MinMax", "same"});
   ExpectError<InvalidArgument>(
       [&] { MinMax(x, {}, static_cast<NonFinite>(7), lo, hi, &skipped, {}); },
       {"qkit::MinMax", "`policy`=7"});

@@ -105,10 +105,10 @@ void ForEachElement(const TensorView& x, const ParamLayout& layout, Fn&& fn) {
 
 // Per slot: which elements take part, and whether a NaN poisons it (kPropagate).
 struct SlotStats {
-  std::vector<bool> any;   // at least one participating element
-  std::vector<bool> nan;   // kPropagate and the slot holds a NaN
-  std::vector<float> lo;   // min of participating elements (or of |x| for abs)
-  std::vector<float> hi;   // max
+  std::vector<bool> any;  // at least one participating element
+  std::vector<bool> nan;  // kPropagate and the slot holds a NaN
+  std::vector<float> lo;  // min of participating elements (or of |x| for abs)
+  std::vector<float> hi;  // max
   int64_t skipped = 0;
 };
 
