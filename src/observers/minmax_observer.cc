@@ -81,9 +81,9 @@ bool MinMaxObserver::empty() const {
 
 RangeStats MinMaxObserver::BatchRangeImpl(const TensorView& x, const Context& ctx,
                                           const char* caller) const {
-  // The slot count is checked before x is read.
+  // The slot count is checked before x is read; an empty x changes nothing and may have any.
   const int64_t n = NumParams(x, options_.layout, caller);
-  internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
+  if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
   return ComputeBatchRange(x, options_.layout, options_.nonfinite, ctx, caller);
 }
 
@@ -102,10 +102,10 @@ void MinMaxObserver::Commit(const RangeStats& merged) {
 
 void MinMaxObserver::CommitImpl(const RangeStats& merged, const char* caller) {
   merged.Validate(caller);
-  internal::CheckSlotCount(merged.num_slots(), num_slots(), options_.layout, nullptr, caller);
   bool any = merged.nonfinite > 0;
   for (int64_t c : merged.observed) any = any || c > 0;
-  if (!any) return;  // an empty batch leaves the state unchanged
+  if (!any) return;  // an empty batch leaves the state unchanged, whatever its slot count
+  internal::CheckSlotCount(merged.num_slots(), num_slots(), options_.layout, nullptr, caller);
 
   MinMaxObserverState next = state_;
   const size_t n = merged.min.size();

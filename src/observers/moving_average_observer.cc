@@ -205,8 +205,9 @@ bool MovingAverageObserver::GateOpen(const UpdateGate& gate) const {
 
 RangeStats MovingAverageObserver::BatchRangeImpl(const TensorView& x, const Context& ctx,
                                                  const char* caller) const {
+  // The slot count is checked before x is read; an empty x changes nothing and may have any.
   const int64_t n = NumParams(x, options_.layout, caller);
-  internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
+  if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
   return ComputeBatchRange(x, options_.layout, options_.nonfinite, ctx, caller);
 }
 
@@ -223,7 +224,7 @@ void MovingAverageObserver::Observe(const TensorView& x, const Context& ctx,
                  kCaller << ": `x` has dtype " << DTypeName(x.dtype)
                          << "; observers take float32, float16 or bfloat16");
     const int64_t n = NumParams(x, options_.layout, kCaller);
-    internal::CheckSlotCount(n, num_slots(), options_.layout, &x, kCaller);
+    if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.layout, &x, kCaller);
     return;
   }
   CommitImpl(BatchRangeImpl(x, ctx, kCaller), gate, kCaller);
@@ -236,11 +237,11 @@ void MovingAverageObserver::Commit(const RangeStats& merged, const UpdateGate& g
 void MovingAverageObserver::CommitImpl(const RangeStats& merged, const UpdateGate& gate,
                                        const char* caller) {
   merged.Validate(caller);
-  internal::CheckSlotCount(merged.num_slots(), num_slots(), options_.layout, nullptr, caller);
-  if (!GateOpen(gate)) return;
   bool any = merged.nonfinite > 0;
   for (int64_t c : merged.observed) any = any || c > 0;
-  if (!any) return;  // an empty batch leaves the state unchanged
+  if (!any) return;  // an empty batch leaves the state unchanged, whatever its slot count
+  internal::CheckSlotCount(merged.num_slots(), num_slots(), options_.layout, nullptr, caller);
+  if (!GateOpen(gate)) return;
 
   MovingAverageObserverState next = state_;
   const size_t n = merged.min.size();

@@ -75,7 +75,7 @@ void PassiveObserver::Observe(const TensorView& x, const Context& ctx) const {
                kCaller << ": `x` has dtype " << DTypeName(x.dtype)
                        << "; observers take float32, float16 or bfloat16");
   const int64_t n = NumParams(x, options_.spec.layout, kCaller);
-  internal::CheckSlotCount(n, num_slots(), options_.spec.layout, &x, kCaller);
+  if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.spec.layout, &x, kCaller);
 }
 
 void PassiveObserver::ComputeQParams(const QuantSpec& spec, const QParamsRule& rule,
