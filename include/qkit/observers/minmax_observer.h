@@ -61,8 +61,9 @@ class MinMaxObserver {
 
   // min_val[p] = min(min_val[p], min of x's participating elements in slot p), likewise max.
   // Exactly Commit(BatchRange(x, ctx)). x: float32 / float16 / bfloat16, any strides. Empty x
-  // leaves the state unchanged. A slot count different from earlier batches' throws
-  // InvalidArgument. Deterministic for any ctx.num_threads and SIMD target. Cost: one read of x.
+  // leaves the state unchanged (whatever its slot count). A non-empty x whose slot count differs
+  // from earlier batches' throws InvalidArgument. NaN / ±Inf: options.nonfinite. Deterministic
+  // for any ctx.num_threads and SIMD target. Cost: one read of x, then O(slots).
   void Observe(const TensorView& x, const Context& ctx);
 
   // ---- distributed protocol (range_stats.h) ---------------------------------------------
@@ -73,7 +74,9 @@ class MinMaxObserver {
     return ::qkit::MergeRange(a, b);
   }
   // Phase 3: folds the merged batch range into the state (every rank holds the same result).
-  // Stats with no data in any slot and nonfinite == 0 leave the state unchanged.
+  // Stats with no data in any slot and nonfinite == 0 leave the state unchanged; otherwise the
+  // slot count must match the state's (InvalidArgument) and `merged` must be consistent
+  // (RangeStats::Validate).
   void Commit(const RangeStats& merged);
 
   // State-level merge, exact: per slot min of mins, max of maxes (NaN propagates), counters

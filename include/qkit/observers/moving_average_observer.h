@@ -136,9 +136,11 @@ class MovingAverageObserver {
   bool GateOpen(const UpdateGate& gate) const;
 
   // One update per slot with data, exactly Commit(BatchRange(x, ctx), gate). When the gate is
-  // closed x is validated but not read, and the state is unchanged. Empty x, or a slot without
-  // participating elements, leaves that state unchanged (no update, no step). A slot count
-  // different from earlier batches' throws InvalidArgument. Cost: one read of x.
+  // closed x is validated but not read, and the state is unchanged. Empty x (whatever its slot
+  // count), or a slot without participating elements, leaves that state unchanged (no update,
+  // no step). A non-empty x whose slot count differs from earlier batches' throws
+  // InvalidArgument. Deterministic for any ctx.num_threads and SIMD target. Cost: one read of
+  // x, then O(slots).
   void Observe(const TensorView& x, const Context& ctx, const UpdateGate& gate = {});
 
   // ---- distributed protocol (range_stats.h) ---------------------------------------------
