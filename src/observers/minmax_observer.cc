@@ -211,7 +211,7 @@ MinMaxObserver MinMaxObserver::Load(const uint8_t* data, size_t size) {
   try {
     return MinMaxObserver(o, s);
   } catch (const InvalidArgument& e) {
-    QKIT_FAIL(DataLoss, kCaller << ": state blob holds an invalid observer: " << e.what());
+    throw DataLoss(std::string(kCaller) + ": state blob holds an invalid observer: " + e.what());
   }
 }
 

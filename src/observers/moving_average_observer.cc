@@ -361,7 +361,7 @@ MovingAverageObserver MovingAverageObserver::Load(const uint8_t* data, size_t si
   try {
     return MovingAverageObserver(o, s);
   } catch (const InvalidArgument& e) {
-    QKIT_FAIL(DataLoss, kCaller << ": state blob holds an invalid observer: " << e.what());
+    throw DataLoss(std::string(kCaller) + ": state blob holds an invalid observer: " + e.what());
   }
 }
 

@@ -42,8 +42,9 @@ E EnumFromJson(const Json& j, const std::string& path, const char* caller,
   }
   std::string allowed;
   for (const auto& [name, value] : table) allowed += std::string(allowed.empty() ? "" : ", ") + name;
-  QKIT_FAIL(InvalidArgument, caller << ": JSON field `" << path << "`=\"" << s
-                                    << "\" is not one of " << allowed);
+  std::ostringstream os;
+  os << caller << ": JSON field `" << path << "`=\"" << s << "\" is not one of " << allowed;
+  throw InvalidArgument(os.str());
 }
 
 constexpr std::pair<const char*, Granularity> kGranularities[] = {
@@ -143,11 +144,14 @@ float FloatFromJson(const Json& j, const std::string& path, const char* caller) 
       const float f = FromBits(bits);
       if (std::isnan(f)) return f;
     }
-    QKIT_FAIL(InvalidArgument, caller << ": JSON field `" << path << "`=\"" << s
-                                      << "\" is not a number, \"inf\", \"-inf\" or \"nan\"");
+    std::ostringstream os;
+    os << caller << ": JSON field `" << path << "`=\"" << s
+       << "\" is not a number, \"inf\", \"-inf\" or \"nan\"";
+    throw InvalidArgument(os.str());
   }
-  QKIT_FAIL(InvalidArgument,
-            caller << ": JSON field `" << path << "` must be a number, got " << j.type_name());
+  std::ostringstream os;
+  os << caller << ": JSON field `" << path << "` must be a number, got " << j.type_name();
+  throw InvalidArgument(os.str());
 }
 
 Json FloatsToJson(const std::vector<float>& v) {
