@@ -190,9 +190,10 @@ TEST(MovingAverageGolden, TorchQuint8Affine_10_4) {
   const float want_max[] = {2.0f, 1.9900000095367432f, 2.0101001262664795f};
   const float want_scale[] = {0.0117647061124444f, 0.011705882847309113f, 0.011863334104418755f};
   const float want_zp[] = {85.0f, 85.0f, 86.0f};
-  QuantSpec spec;
-  spec.is_signed = false;  // [0, 255]
+  QuantSpec spec;  // docs/qparams.md preset "PyTorch observers, affine"
+  spec.is_signed = false;  // quint8 [0, 255]
   spec.symmetric = false;
+  spec.scale_mode = ScaleMode::kMultiplyReciprocal;
   QParamsRule rule;  // widen to 0, eps 2^-23, RNE, clamped zero point: PyTorch's rule
   auto batches = Batches10_4();
   for (int b = 0; b < 3; ++b) {
@@ -213,9 +214,12 @@ TEST(MovingAverageGolden, MegEngineEma_10_4) {
   const float want_max[] = {2.0f, 1.899999976158142f, 2.1100001335144043f};
   const float want_scale[] = {0.01568627543747425f, 0.014901960268616676f,
                               0.016549021005630493f};
-  QuantSpec spec;  // qint8 [-128, 127], symmetric: divisor 127.5
+  QuantSpec spec;  // docs/qparams.md preset "MegEngine": qint8 [-128, 127], divisor 127.5
+  spec.rounding = Rounding::kHalfAwayFromZero;
   QParamsRule rule;
   rule.eps = 1e-5f;
+  rule.zero_point_rounding = Rounding::kHalfAwayFromZero;
+  rule.clamp_zero_point = false;
   auto batches = Batches10_4();
   for (int b = 0; b < 3; ++b) {
     obs.Observe(Vec(batches[b]), Context{});
@@ -234,9 +238,13 @@ TEST(MovingAverageGolden, DistillerEma_10_4) {
   const float want_min[] = {-1.0f, -0.7498798966407776f, -1.5006579160690308f};
   const float want_max[] = {2.0f, 1.4997597932815552f, 2.3339860439300537f};
   const float want_scale[] = {63.75f, 85.01361083984375f, 54.6275749206543f};
-  QuantSpec spec;
+  QuantSpec spec;  // docs/qparams.md preset "Distiller SYMMETRIC" (257 levels at 8 bits)
+  spec.quant_min_override = -128;
+  spec.quant_max_override = 128;
   spec.scale_mode = ScaleMode::kMultiplier;
+  spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
   QParamsRule rule;
+  rule.divisor = SymmetricDivisor::kHalfFullRange;
   rule.degenerate = DegenerateRule::kOneIfZeroRange;
   auto batches = Batches10_4();
   for (int b = 0; b < 3; ++b) {
