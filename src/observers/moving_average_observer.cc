@@ -309,6 +309,9 @@ void MovingAverageObserver::CommitImpl(const RangeStats& merged, const UpdateGat
 
 void MovingAverageObserver::ComputeQParams(const QuantSpec& spec, const QParamsRule& rule,
                                            float* scale, float* zero_point) const {
+  QKIT_REQUIRE(options_.range == RunningRange::kMinMax || spec.symmetric, InvalidArgument,
+               "qkit::MovingAverageObserver::ComputeQParams: `range`=abs_max tracks the abs "
+               "max only (min_val == max_val > 0); it needs a symmetric spec (`symmetric`=false)");
   internal::ComputeQParamsFromRanges(options_.layout, state_.min_val, state_.max_val,
                                      state_.num_updates, spec, rule, scale, zero_point,
                                      "qkit::MovingAverageObserver::ComputeQParams");

@@ -795,6 +795,11 @@ TEST(MovingAverageErrors, ThrowingCallsLeaveTheStateUnchanged) {
   QuantSpec spec;
   std::vector<float> s(3), z(3);
   EXPECT_THROW(obs.ComputeQParams(spec, QParamsRule{}, s.data(), z.data()), InvalidArgument);
+  MovingAverageObserver absmax(MovingAverageObserverOptions::OneFlow(true));
+  absmax.Observe(TensorView::Vector(x.data(), 4), Context{});
+  QuantSpec affine;
+  affine.symmetric = false;
+  EXPECT_THROW(absmax.ComputeQParams(affine, QParamsRule{}, s.data(), z.data()), InvalidArgument);
   MovingAverageObserver fresh(MovingAverageObserverOptions::Torch());
   EXPECT_THROW(fresh.ComputeQParams(spec, QParamsRule{}, s.data(), z.data()), FailedPrecondition);
   // A state handed in must be consistent.

@@ -153,7 +153,8 @@ class MovingAverageObserver {
   void Commit(const RangeStats& merged, const UpdateGate& gate = {});
 
   // (scale, zero_point) per slot from [min_val, max_val] via qkit::ChooseQParams (for kAbsMax
-  // both are the abs max, so use a symmetric spec). As MinMaxObserver::ComputeQParams.
+  // both are the abs max, so an affine spec is InvalidArgument). As
+  // MinMaxObserver::ComputeQParams.
   void ComputeQParams(const QuantSpec& spec, const QParamsRule& rule, float* scale,
                       float* zero_point) const;
 
