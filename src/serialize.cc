@@ -122,7 +122,7 @@ BlobReader::BlobReader(const uint8_t* data, size_t size, std::string_view expect
 void BlobReader::Raw(void* p, size_t n) {
   QKIT_REQUIRE(static_cast<size_t>(end_ - p_) >= n, DataLoss,
                caller_ << ": state blob payload ends early");
-  std::memcpy(p, p_, n);
+  if (n != 0) std::memcpy(p, p_, n);  // an empty vector's data() may be null
   p_ += n;
 }
 uint8_t BlobReader::U8() { uint8_t v; Raw(&v, 1); return v; }

@@ -4,6 +4,7 @@
 
 #include "qkit/context.h"
 #include "qkit/error.h"
+#include "qkit/observers/observers.h"
 #include "qkit/ops/fake_quant.h"
 #include "qkit/ops/minmax.h"
 #include "qkit/qparams.h"
