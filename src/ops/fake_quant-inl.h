@@ -25,11 +25,12 @@ struct FqTables {
   const float* qa = nullptr;  // forms the quotient: divisor s (kDivide), multiplier f32(1/s)
                               // (kMultiplyReciprocal) or multiplier m (kMultiplier)
   const float* da = nullptr;  // dequantizes: multiplier s, or divisor m (1 where m == 0)
-  const float* z = nullptr;   // zero point
+  const float* z = nullptr;   // zero point, with -0 replaced by +0
   const float* zb = nullptr;  // added before rounding: z (kAddBeforeRound) or -0.0f
-  const float* za = nullptr;  // added after rounding:  z (kAddAfterRound) or -0.0f
-  // Adding -0.0f is the exact identity for every float (including -0 and NaN), so
-  // round(v + zb) + za is bit-identical to round(v) + z or round(v + z) respectively.
+  const float* za = nullptr;  // added after rounding:  z (kAddAfterRound) or +0.0f
+  // Adding -0.0f is the exact identity for every float (including -0 and NaN), and adding
+  // +0.0f only turns -0 into +0, so round(v + zb) + za is round(v) + z or round(f32(v + z))
+  // with a -0 code made +0 (codes are integers: docs/numerics.md §Zero point).
 
   FqTables Offset(int64_t p) const {
     return {qa + p, da + p, z + p, zb + p, za + p};
@@ -146,10 +147,11 @@ using internal::FqTables;
 //
 // All three stay in float (no float->int conversion, which is undefined for NaN) and return
 // NaN and ±Inf unchanged. SSE4 and up use the IEEE roundps instruction. On SSSE3 and SCALAR
-// Highway's own emulations differ from IEEE (Round(-0.3) gives +0 on SSSE3; the scalar Round
-// gives 1 for 0.5 - 2^-25), so they are replaced by the magic-number form below, which is
-// exact: for 0 <= a < 2^23, f32(a + 2^23) rounds a to an integer (ties to even, the FP
-// environment's default mode) and subtracting 2^23 again is exact.
+// Highway 1.0.3's emulations lose the sign of zero (checked over every float below 2^23:
+// SSSE3 Round(-0.3) and Floor(-0.0) give +0, SCALAR Round(-0.5) gives +0), so they are replaced
+// by the forms below, which equal IEEE bit for bit: for 0 <= a < 2^23, f32(a + 2^23) rounds a to
+// an integer (ties to even, the FP environment's default mode), subtracting 2^23 again is
+// exact, and the sign is copied back from v.
 
 #if HWY_TARGET == HWY_SSSE3 || HWY_TARGET == HWY_SCALAR
 template <class D, class V>

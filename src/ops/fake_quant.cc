@@ -338,11 +338,15 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
     } else if (multiplier && s == 0.0f) {
       da = 1.0f;  // NVIDIA's rule: an all-zero-point tensor dequantizes with m := 1
     }
+    // Codes are integers, so neither they nor the zero point are ever -0 (z + 0 maps -0 to
+    // +0; adding +0 after rounding does the same for a -0 code). Then Dequantize(Quantize(x))
+    // equals FakeQuantize(x) bit for bit.
+    const float zn = z + 0.0f;
     t.qa[p] = qa;
     t.da[p] = da;
-    t.z[p] = z;
-    t.zb[p] = before ? z : -0.0f;
-    t.za[p] = before ? -0.0f : z;
+    t.z[p] = zn;
+    t.zb[p] = before ? zn : -0.0f;
+    t.za[p] = before ? 0.0f : zn;
   }
   return t;
 }
