@@ -436,7 +436,7 @@ TEST_P(FakeQuantTest, StridedLayoutsAndDtypes) {
       for (Layout lo : {Layout::kContiguous, Layout::kTransposed, Layout::kNegative,
                         Layout::kInnerStride2}) {
         for (DType dx : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-          for (DType dout : {DType::kFloat32, DType::kFloat16}) {
+          for (DType dout : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
             QuantSpec spec;
             spec.rounding = Rounding::kHalfAwayFromZero;
             spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
@@ -701,6 +701,53 @@ TEST_P(FakeQuantTest, QuantizeSaturatesInfinities) {
   EXPECT_EQ(q.GetAll(), (std::vector<float>{255, 0, 255, 0}));
 }
 
+// Dequantize alone: strided / negative-stride integer codes of every dtype, every scale mode
+// (m == 0 divides by 1), per group, float16 / bfloat16 outputs.
+TEST_P(FakeQuantTest, DequantizeLayoutsAndModes) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  int k = 0;
+  for (DType qt : {DType::kInt8, DType::kUInt8, DType::kInt16, DType::kInt32}) {
+    for (Layout l : {Layout::kContiguous, Layout::kNegative, Layout::kInnerStride2}) {
+      for (DType ot : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+        QuantSpec spec;
+        spec.bits = qt == DType::kInt8 || qt == DType::kUInt8 ? 8 : 16;
+        spec.is_signed = qt != DType::kUInt8;
+        spec.scale_mode = static_cast<ScaleMode>(k % 3);
+        spec.layout = k % 2 ? ParamLayout::PerGroup(1, 5) : ParamLayout::PerChannel(0);
+        ++k;
+        const std::vector<int64_t> shape = {3, 37};
+        const Params p = RandomParams(spec, shape, rng);
+        Tensor q(qt, shape, l);
+        std::uniform_int_distribution<int64_t> code(spec.QuantMin(), spec.QuantMax());
+        std::vector<float> codes(static_cast<size_t>(q.numel()));
+        for (int64_t i = 0; i < q.numel(); ++i) {
+          const int64_t c = code(rng);
+          codes[static_cast<size_t>(i)] = static_cast<float>(c);
+          char* base = static_cast<char*>(q.view().data);
+          int64_t off = (i % 37) * q.view().strides[1] + (i / 37) * q.view().strides[0];
+          switch (qt) {
+            case DType::kInt8: reinterpret_cast<int8_t*>(base)[off] = static_cast<int8_t>(c); break;
+            case DType::kUInt8: reinterpret_cast<uint8_t*>(base)[off] = static_cast<uint8_t>(c); break;
+            case DType::kInt16: reinterpret_cast<int16_t*>(base)[off] = static_cast<int16_t>(c); break;
+            default: reinterpret_cast<int32_t*>(base)[off] = static_cast<int32_t>(c); break;
+          }
+        }
+        ASSERT_EQ(q.GetAll(), codes);
+        Tensor out(ot, shape, l);
+        Dequantize(q.view(), spec, p.View(), out.view(), Context{});
+        std::vector<float> want(codes.size());
+        for (size_t i = 0; i < codes.size(); ++i) {
+          const int64_t slot = ref::SlotRef(static_cast<int64_t>(i), shape, spec.layout);
+          want[i] = StoredAs(ot, ref::DequantRef(codes[i], p.s(slot), p.z(slot), spec.scale_mode));
+        }
+        ASSERT_TRUE(BitwiseEqual(want.data(), out.GetAll().data(), out.numel(), codes.data()))
+            << DTypeName(qt) << " -> " << DTypeName(ot) << " " << Describe(spec);
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ backward
 
 TEST_P(FakeQuantTest, BackwardMaskedAndClippedMatchReference) {
@@ -752,6 +799,46 @@ TEST_P(FakeQuantTest, BackwardMaskedAndClippedMatchReference) {
       FakeQuantizeBackwardMasked(dy.view(), mask.data(), dy.view(), ctx);
       ASSERT_TRUE(BitwiseEqual(want.data(), dy.GetAll().data(), n, dys.data()))
           << "masked in place " << LayoutName(l);
+    }
+  }
+}
+
+// Backward with float16 / bfloat16 gradients, a broadcast dy and a strided dx.
+TEST_P(FakeQuantTest, BackwardHalfPrecisionAndBroadcast) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  const std::vector<int64_t> shape = {6, 45};
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    for (Layout ldy : {Layout::kBroadcast, Layout::kTransposed, Layout::kInnerStride2}) {
+      QuantSpec spec;
+      spec.bits = 3;
+      spec.layout = ParamLayout::PerGroup(1, 8);
+      const Params p = RandomParams(spec, shape, rng);
+      Tensor x(dt, shape, Layout::kNegative);
+      x.Fill(RandomInputs(spec, p, shape, rng));
+      const std::vector<float> xs = x.GetAll();
+      Tensor dy(dt, shape, ldy);
+      std::vector<float> dys(xs.size());
+      for (auto& v : dys) v = g(rng);
+      dy.Fill(dys);
+      dys = dy.GetAll();  // what the (possibly broadcast, rounded) view holds
+      std::vector<float> want(xs.size());
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const int64_t slot = ref::SlotRef(static_cast<int64_t>(i), shape, spec.layout);
+        want[i] = ref::ClippedGradRef(dys[i], ref::InRangeRef(xs[i], p.s(slot), p.z(slot), spec));
+      }
+      Tensor dx(dt, shape, Layout::kInnerStride2);
+      FakeQuantizeBackwardClipped(dy.view(), x.view(), spec, p.View(), dx.view(), Context{});
+      ASSERT_TRUE(BitwiseEqual(want.data(), dx.GetAll().data(), dx.numel()))
+          << "clipped " << DTypeName(dt) << " dy " << LayoutName(ldy);
+      std::vector<uint8_t> mask(static_cast<size_t>(MaskBytes(x.numel())));
+      Tensor fq(dt, shape);
+      FakeQuantize(x.view(), spec, p.View(), fq.view(), mask.data(), Context{});
+      Tensor dx2(dt, shape, Layout::kTransposed);
+      FakeQuantizeBackwardMasked(dy.view(), mask.data(), dx2.view(), Context{});
+      ASSERT_TRUE(BitwiseEqual(want.data(), dx2.GetAll().data(), dx2.numel()))
+          << "masked " << DTypeName(dt) << " dy " << LayoutName(ldy);
     }
   }
 }
