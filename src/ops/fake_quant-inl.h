@@ -10,6 +10,7 @@
 #ifndef QKIT_SRC_OPS_FAKE_QUANT_SHARED_H_
 #define QKIT_SRC_OPS_FAKE_QUANT_SHARED_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,15 +27,8 @@ struct FqTables {
                               // (kMultiplyReciprocal) or multiplier m (kMultiplier)
   const float* da = nullptr;  // dequantizes: multiplier s, or divisor m (1 where m == 0)
   const float* z = nullptr;   // zero point, with -0 replaced by +0
-  const float* zb = nullptr;  // added before rounding: z (kAddBeforeRound) or -0.0f
-  const float* za = nullptr;  // added after rounding:  z (kAddAfterRound) or +0.0f
-  // Adding -0.0f is the exact identity for every float (including -0 and NaN), and adding
-  // +0.0f only turns -0 into +0, so round(v + zb) + za is round(v) + z or round(f32(v + z))
-  // with a -0 code made +0 (codes are integers: docs/numerics.md §Zero point).
 
-  FqTables Offset(int64_t p) const {
-    return {qa + p, da + p, z + p, zb + p, za + p};
-  }
+  FqTables Offset(int64_t p) const { return {qa + p, da + p, z + p}; }
 };
 
 // Everything a kernel needs for one run besides the data pointers.
@@ -43,8 +37,13 @@ struct FqRunArgs {
   int param_step = 0;  // 0: every element uses slot t[0]; 1: element i uses t[i]
   float qmin = 0.0f;
   float qmax = 0.0f;
-  bool nan_to_qmin = false;  // NanMode::kToQuantMin (else NaN propagates)
+  bool zp_before_round = false;  // ZeroPointMode::kAddBeforeRound
+  bool nan_to_qmin = false;      // NanMode::kToQuantMin (else NaN propagates)
   bool stream = false;       // `out` is real tensor memory: non-temporal stores where aligned
+  // Periodic tables (param_step 1): when tile > 0, `t` holds `tile` entries and element i of the
+  // run uses entry (phase + i) % tile.
+  size_t tile = 0;
+  size_t phase = 0;
 };
 
 // One call of an op as the per-target chunk functions in fake_quant.cc see it.
@@ -55,16 +54,16 @@ struct FqCall {
   float qmax = 0.0f;
   Rounding rounding = Rounding::kHalfToEven;
   ScaleMode scale_mode = ScaleMode::kDivide;
+  bool zp_before_round = false;
   bool nan_to_qmin = false;
   bool stream = false;             // out-of-place output larger than the caches
   uint8_t* mask_out = nullptr;     // FakeQuantize
   const uint8_t* mask_in = nullptr;  // FakeQuantizeBackwardMasked
-  // Periodic fast path (period > 0): every operand is contiguous float32 and element i uses
-  // slot (i % period) of `pt`, tables expanded to one slot per element over tile + period
-  // elements (tile is a multiple of period), so a run of up to `tile` elements starting at
-  // any i uses pt.Offset(i % period) with param_step 1. Avoids one strided-walk run per
-  // channel row for per-channel layouts with short rows (e.g. channels-last).
-  int64_t period = 0;
+  // Periodic fast path (tile > 0): every operand is contiguous float32 and logical element i
+  // uses entry (i % tile) of `pt`, the per-slot tables expanded to one entry per element over
+  // a tile whose length is a multiple of the parameter period (channels x inner). One kernel
+  // call covers a whole chunk (see FqRunArgs::tile), instead of one strided-walk run per
+  // channel row (e.g. channels-last, where rows are short).
   int64_t tile = 0;
   FqTables pt;
   char* base[kMaxOperands] = {};  // operand data pointers for the periodic path
@@ -285,25 +284,37 @@ HWY_INLINE hn::Mask<D> BitsToMask(D d, uint64_t bits) {
 
 template <class D>
 struct ParamVecs {
-  hn::Vec<D> qa, da, z, zb, za;
+  hn::Vec<D> qa, da, z;
+  // Added before / after rounding: (zb, za) = (-0.0f, z) for kAddAfterRound and (z, +0.0f) for
+  // kAddBeforeRound. Adding -0.0f is the exact identity for every float (including -0 and NaN)
+  // and adding +0.0f only turns -0 into +0, so round(v + zb) + za is round(v) + z or
+  // round(f32(v + z)) with a -0 code made +0 (codes are integers: docs/numerics.md
+  // §Zero point), without a branch on the mode.
+  hn::Vec<D> zb, za;
 };
 
-// kStep 0: one slot, broadcast once per run. kStep 1: slot i for element i.
-template <class D, int kStep>
+// The parameters of one vector. kStep 0: one slot, broadcast once per run. kStep 1: slot i for
+// element i (kDivide loads one table for both the divisor and the dequantization multiplier,
+// which are the same step s).
+template <class D, ScaleMode S, int kStep>
 class ParamSource {
  public:
-  ParamSource(D d, const FqTables& t) : t_(t) {
+  ParamSource(D d, const FqRunArgs& a)
+      : t_(a.t),
+        before_(hn::FirstN(d, a.zp_before_round ? hn::Lanes(d) : 0)),
+        neg0_(hn::Set(d, -0.0f)),
+        pos0_(hn::Zero(d)) {
     if constexpr (kStep == 0) {
-      b_ = {hn::Set(d, t.qa[0]), hn::Set(d, t.da[0]), hn::Set(d, t.z[0]), hn::Set(d, t.zb[0]),
-            hn::Set(d, t.za[0])};
+      b_ = Make(hn::Set(d, t_.qa[0]), hn::Set(d, t_.da[0]), hn::Set(d, t_.z[0]));
     }
   }
   HWY_INLINE ParamVecs<D> Full(D d, size_t i) const {
     if constexpr (kStep == 0) {
       return b_;
     } else {
-      return {hn::LoadU(d, t_.qa + i), hn::LoadU(d, t_.da + i), hn::LoadU(d, t_.z + i),
-              hn::LoadU(d, t_.zb + i), hn::LoadU(d, t_.za + i)};
+      const auto da = hn::LoadU(d, t_.da + i);
+      const auto qa = S == ScaleMode::kDivide ? da : hn::LoadU(d, t_.qa + i);
+      return Make(qa, da, hn::LoadU(d, t_.z + i));
     }
   }
   HWY_INLINE ParamVecs<D> Part(D d, size_t i, size_t n) const {
@@ -311,13 +322,20 @@ class ParamSource {
       return b_;
     } else {
       // Lanes past n read 0; their results are never stored.
-      return {LoadPart(d, t_.qa + i, n), LoadPart(d, t_.da + i, n), LoadPart(d, t_.z + i, n),
-              LoadPart(d, t_.zb + i, n), LoadPart(d, t_.za + i, n)};
+      const auto da = LoadPart(d, t_.da + i, n);
+      const auto qa = S == ScaleMode::kDivide ? da : LoadPart(d, t_.qa + i, n);
+      return Make(qa, da, LoadPart(d, t_.z + i, n));
     }
   }
 
  private:
+  HWY_INLINE ParamVecs<D> Make(hn::Vec<D> qa, hn::Vec<D> da, hn::Vec<D> z) const {
+    return {qa, da, z, hn::IfThenElse(before_, z, neg0_), hn::IfThenElse(before_, pos0_, z)};
+  }
+
   FqTables t_;
+  hn::Mask<D> before_;
+  hn::Vec<D> neg0_, pos0_;
   ParamVecs<D> b_;
 };
 
@@ -382,7 +400,7 @@ class FakeQuantOp {
   using V = hn::Vec<D>;
   FakeQuantOp(D d, const FqRunArgs& a, const float* x, float* out)
       : d_(d),
-        params_(d, a.t),
+        params_(d, a),
         qmin_(hn::Set(d, a.qmin)),
         qmax_(hn::Set(d, a.qmax)),
         to_qmin_(hn::FirstN(d, a.nan_to_qmin ? hn::Lanes(d) : 0)),
@@ -419,7 +437,7 @@ class FakeQuantOp {
   }
 
   D d_;
-  ParamSource<D, kStep> params_;
+  ParamSource<D, S, kStep> params_;
   V qmin_, qmax_;
   hn::Mask<D> to_qmin_;
   hn::Mask<D> last_in_range_;
@@ -428,13 +446,37 @@ class FakeQuantOp {
   bool stream_;
 };
 
+// Calls fn(args, offset, count) for the segments of a run: the whole run, or with periodic
+// tables (a.tile > 0) the pieces between multiples of the tile, each with its tables offset
+// to the segment's first element.
+template <class Fn>
+HWY_INLINE void ForEachSegment(const FqRunArgs& a, size_t n, Fn&& fn) {
+  if (a.tile == 0) {
+    fn(a, size_t{0}, n);
+    return;
+  }
+  FqRunArgs s = a;
+  size_t phase = a.phase;
+  for (size_t done = 0; done < n;) {
+    const size_t len = std::min(n - done, a.tile - phase);
+    s.t = a.t.Offset(static_cast<int64_t>(phase));
+    fn(static_cast<const FqRunArgs&>(s), done, len);
+    done += len;
+    phase = 0;
+  }
+}
+
 template <Rounding R, ScaleMode S, int kStep>
 HWY_NOINLINE bool FakeQuantizeRunT(const FqRunArgs& a, const float* x, float* out, size_t n,
                                    uint8_t* mask, int64_t bit_pos) {
   hn::ScalableTag<float> d;
-  FakeQuantOp<R, S, kStep, decltype(d)> op(d, a, x, out);
-  DriveWithMaskOut(d, n, mask, bit_pos, op);
-  return op.streamed();
+  bool streamed = false;
+  ForEachSegment(a, n, [&](const FqRunArgs& s, size_t off, size_t len) HWY_ATTR {
+    FakeQuantOp<R, S, kStep, decltype(d)> op(d, s, x + off, out + off);
+    DriveWithMaskOut(d, len, mask, bit_pos + static_cast<int64_t>(off), op);
+    streamed |= op.streamed();
+  });
+  return streamed;
 }
 
 // ------------------------------ Quantize (codes as floats; NaN -> qmin, reported)
@@ -444,7 +486,7 @@ class QuantizeOp {
  public:
   using V = hn::Vec<D>;
   QuantizeOp(D d, const FqRunArgs& a, const float* x, float* codes)
-      : d_(d), params_(d, a.t), qmin_(hn::Set(d, a.qmin)), qmax_(hn::Set(d, a.qmax)),
+      : d_(d), params_(d, a), qmin_(hn::Set(d, a.qmin)), qmax_(hn::Set(d, a.qmax)),
         x_(x), codes_(codes) {}
   HWY_INLINE hn::Mask<D> Full(size_t i) {
     hn::StoreU(Compute(hn::LoadU(d_, x_ + i), params_.Full(d_, i)), d_, codes_ + i);
@@ -465,7 +507,7 @@ class QuantizeOp {
     return hn::IfThenElse(k.nan, qmin_, k.c);
   }
   D d_;
-  ParamSource<D, kStep> params_;
+  ParamSource<D, S, kStep> params_;
   V qmin_, qmax_;
   const float* HWY_RESTRICT x_;
   float* codes_;
@@ -486,7 +528,7 @@ template <ScaleMode S, int kStep>
 HWY_NOINLINE void DequantizeRunT(const FqRunArgs& a, const float* q, float* out, size_t n) {
   hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
-  const ParamSource<decltype(d), kStep> params(d, a.t);
+  const ParamSource<decltype(d), S, kStep> params(d, a);
   size_t i = 0;
   for (; i + N <= n; i += N) {
     const ParamVecs<decltype(d)> p = params.Full(d, i);
@@ -500,12 +542,11 @@ HWY_NOINLINE void DequantizeRunT(const FqRunArgs& a, const float* q, float* out,
 
 // ------------------------------ backward, clipped (mask recomputed from x)
 
-template <Rounding R, ScaleMode S, int kStep>
-HWY_NOINLINE void BackwardClippedRunT(const FqRunArgs& a, const float* dy, const float* x,
-                                      float* dx, size_t n) {
-  hn::ScalableTag<float> d;
+template <Rounding R, ScaleMode S, int kStep, class D>
+HWY_INLINE void BackwardClippedSegment(D d, const FqRunArgs& a, const float* dy, const float* x,
+                                       float* dx, size_t n) {
   const size_t N = hn::Lanes(d);
-  const ParamSource<decltype(d), kStep> params(d, a.t);
+  const ParamSource<D, S, kStep> params(d, a);
   const auto qmin = hn::Set(d, a.qmin);
   const auto qmax = hn::Set(d, a.qmax);
   size_t i = 0;
@@ -518,6 +559,15 @@ HWY_NOINLINE void BackwardClippedRunT(const FqRunArgs& a, const float* dy, const
     const auto k = ComputeCodes<R, S>(d, LoadPart(d, x + i, r), params.Part(d, i, r), qmin, qmax);
     StorePart(d, hn::IfThenElseZero(k.in_range, LoadPart(d, dy + i, r)), dx + i, r);
   }
+}
+
+template <Rounding R, ScaleMode S, int kStep>
+HWY_NOINLINE void BackwardClippedRunT(const FqRunArgs& a, const float* dy, const float* x,
+                                      float* dx, size_t n) {
+  hn::ScalableTag<float> d;
+  ForEachSegment(a, n, [&](const FqRunArgs& s, size_t off, size_t len) HWY_ATTR {
+    BackwardClippedSegment<R, S, kStep>(d, s, dy + off, x + off, dx + off, len);
+  });
 }
 
 // ------------------------------ runtime -> template selection (once per run)

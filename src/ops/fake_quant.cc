@@ -33,34 +33,30 @@ FqRunArgs ArgsFor(const FqCall& c, const FqTables& t, int param_step) {
   a.param_step = param_step;
   a.qmin = c.qmin;
   a.qmax = c.qmax;
+  a.zp_before_round = c.zp_before_round;
   a.nan_to_qmin = c.nan_to_qmin;
   return a;
 }
 
-// Calls fn(args, ptr0, ptr1[, ptr2], count, logical_start) for runs of the periodic fast path
-// covering [begin, end) (see FqCall::period).
-template <class Fn>
-void ForEachPeriodicRun(const FqCall& c, int64_t begin, int64_t end, Fn&& fn) {
-  for (int64_t pos = begin; pos < end;) {
-    const int64_t n = std::min(c.tile, end - pos);
-    const FqRunArgs a = ArgsFor(c, c.pt.Offset(pos % c.period), 1);
-    fn(a, pos, n);
-    pos += n;
-  }
+// Arguments of the periodic fast path for the chunk [begin, end) (see FqCall::tile).
+FqRunArgs PeriodicArgs(const FqCall& c, int64_t begin) {
+  FqRunArgs a = ArgsFor(c, c.pt, 1);
+  a.tile = static_cast<size_t>(c.tile);
+  a.phase = static_cast<size_t>(begin % c.tile);
+  return a;
 }
 
 }  // namespace
 
 void FakeQuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
   bool streamed = false;
-  if (c.period > 0) {
+  if (c.tile > 0) {
     const float* x = reinterpret_cast<const float*>(c.base[0]);
     float* out = reinterpret_cast<float*>(c.base[1]);
-    ForEachPeriodicRun(c, begin, end, [&](FqRunArgs a, int64_t pos, int64_t n) HWY_ATTR {
-      a.stream = c.stream;
-      streamed |= FakeQuantizeRun(c.rounding, c.scale_mode, a, x + pos, out + pos,
-                                  static_cast<size_t>(n), c.mask_out, pos);
-    });
+    FqRunArgs a = PeriodicArgs(c, begin);
+    a.stream = c.stream;
+    streamed = FakeQuantizeRun(c.rounding, c.scale_mode, a, x + begin, out + begin,
+                               static_cast<size_t>(end - begin), c.mask_out, begin);
   } else {
     internal::ForEachF32Block(
         *c.walk, 1, begin, end,
@@ -112,14 +108,12 @@ void BackwardMaskedChunk(const FqCall& c, int64_t begin, int64_t end) {
 }
 
 void BackwardClippedChunk(const FqCall& c, int64_t begin, int64_t end) {
-  if (c.period > 0) {
+  if (c.tile > 0) {
     const float* dy = reinterpret_cast<const float*>(c.base[0]);
     const float* x = reinterpret_cast<const float*>(c.base[1]);
     float* dx = reinterpret_cast<float*>(c.base[2]);
-    ForEachPeriodicRun(c, begin, end, [&](const FqRunArgs& a, int64_t pos, int64_t n) HWY_ATTR {
-      BackwardClippedRun(c.rounding, c.scale_mode, a, dy + pos, x + pos, dx + pos,
-                         static_cast<size_t>(n));
-    });
+    BackwardClippedRun(c.rounding, c.scale_mode, PeriodicArgs(c, begin), dy + begin, x + begin,
+                       dx + begin, static_cast<size_t>(end - begin));
     return;
   }
   internal::ForEachF32Block(
@@ -153,6 +147,7 @@ HWY_AFTER_NAMESPACE();
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -186,11 +181,14 @@ constexpr const char* kBackwardClipped = "qkit::FakeQuantizeBackwardClipped";
 // destination lines saves a third of the memory traffic). The values written are identical.
 constexpr int64_t kStreamMinBytes = int64_t{16} << 20;
 
-// Periodic fast path limits (FqCall::period): used when the strided walk's runs would be
-// shorter than kShortRun elements and one period of parameters has at most kMaxPeriod slots.
+// Periodic fast path (FqCall::tile): used when the strided walk's runs would be shorter than
+// kShortRun elements and one period of parameters (channels x inner) has at most kMaxPeriod
+// slots. The tile is about kMinTile long and a multiple of the period and, where that keeps
+// it within kMaxPeriod, of 16 floats (so every tile starts 64-byte aligned in an aligned tensor
+// and byte-aligned in the mask); the expanded tables (3 floats per entry) stay in L1.
 constexpr int64_t kShortRun = 1024;
 constexpr int64_t kMaxPeriod = 2048;
-constexpr int64_t kMinTile = 2048;
+constexpr int64_t kMinTile = 256;
 
 // ---------------------------------------------------------------- validation helpers
 
@@ -281,8 +279,8 @@ const char* NanModeName(NanMode m) {
 
 // The per-slot tables of FqTables, owned.
 struct Tables {
-  std::vector<float> qa, da, z, zb, za;
-  FqTables View() const { return {qa.data(), da.data(), z.data(), zb.data(), za.data()}; }
+  std::vector<float> qa, da, z;
+  FqTables View() const { return {qa.data(), da.data(), z.data()}; }
 };
 
 // Validates the caller's parameters (count, finiteness, sign, zero point in range) and builds
@@ -296,15 +294,12 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
   QKIT_REQUIRE(qp.scale != nullptr || num_params == 0, InvalidArgument,
                fn << ": `qparams.scale` is null (" << num_params << " slot(s) expected)");
   const bool multiplier = spec.scale_mode == ScaleMode::kMultiplier;
-  const bool before = spec.zero_point_mode == ZeroPointMode::kAddBeforeRound;
   const int64_t qmin = spec.QuantMin(), qmax = spec.QuantMax();
   Tables t;
   const size_t n = static_cast<size_t>(num_params);
   t.qa.resize(n);
   t.da.resize(n);
   t.z.resize(n);
-  t.zb.resize(n);
-  t.za.resize(n);
   for (int64_t p = 0; p < num_params; ++p) {
     const float s = qp.scale[p];
     if (multiplier) {
@@ -338,15 +333,12 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
     } else if (multiplier && s == 0.0f) {
       da = 1.0f;  // NVIDIA's rule: an all-zero-point tensor dequantizes with m := 1
     }
-    // Codes are integers, so neither they nor the zero point are ever -0 (z + 0 maps -0 to
-    // +0; adding +0 after rounding does the same for a -0 code). Then Dequantize(Quantize(x))
-    // equals FakeQuantize(x) bit for bit.
-    const float zn = z + 0.0f;
     t.qa[p] = qa;
     t.da[p] = da;
-    t.z[p] = zn;
-    t.zb[p] = before ? zn : -0.0f;
-    t.za[p] = before ? 0.0f : zn;
+    // Codes are integers, so neither they nor the zero point are ever -0 (z + 0 maps -0 to
+    // +0; the kernel adds +0 after rounding to do the same for a -0 code). Then
+    // Dequantize(Quantize(x)) equals FakeQuantize(x) bit for bit.
+    t.z[p] = z + 0.0f;
   }
   return t;
 }
@@ -361,7 +353,7 @@ std::pair<float, float> FloatRange(const QuantSpec& spec, const char* fn) {
 
 // ---------------------------------------------------------------- periodic fast path
 
-// Sets up FqCall::period / tile / pt when every operand is contiguous float32 and the layout
+// Sets up FqCall::tile / pt / base when every operand is contiguous float32 and the layout
 // is per channel with short walk runs; `storage` owns the expanded tables.
 void MaybePeriodic(const TensorView* const* ops, int nops, const QuantSpec& spec,
                    const Tables& t, FqCall& c, Tables& storage) {
@@ -378,20 +370,17 @@ void MaybePeriodic(const TensorView* const* ops, int nops, const QuantSpec& spec
   // Walk runs: `inner` elements (axis not innermost) or `channels` (innermost axis).
   const int64_t walk_run = inner > 1 ? inner : channels;
   if (walk_run >= kShortRun || period > kMaxPeriod || period >= x.numel()) return;
-  const int64_t tile = period * ((kMinTile + period - 1) / period);
-  const size_t len = static_cast<size_t>(tile + period);
-  for (auto* v : {&storage.qa, &storage.da, &storage.z, &storage.zb, &storage.za}) {
-    v->resize(len);
-  }
+  int64_t unit = std::lcm(period, int64_t{16});
+  if (unit > kMaxPeriod) unit = period;
+  const int64_t tile = unit * ((kMinTile + unit - 1) / unit);
+  const size_t len = static_cast<size_t>(tile);
+  for (auto* v : {&storage.qa, &storage.da, &storage.z}) v->resize(len);
   for (size_t j = 0; j < len; ++j) {
     const size_t p = static_cast<size_t>((static_cast<int64_t>(j) / inner) % channels);
     storage.qa[j] = t.qa[p];
     storage.da[j] = t.da[p];
     storage.z[j] = t.z[p];
-    storage.zb[j] = t.zb[p];
-    storage.za[j] = t.za[p];
   }
-  c.period = period;
   c.tile = tile;
   c.pt = storage.View();
   for (int i = 0; i < nops; ++i) c.base[i] = static_cast<char*>(ops[i]->data);
@@ -443,6 +432,7 @@ void FillCommon(const QuantSpec& spec, float qmin, float qmax, FqCall& c) {
   c.qmax = qmax;
   c.rounding = spec.rounding;
   c.scale_mode = spec.scale_mode;
+  c.zp_before_round = spec.zero_point_mode == ZeroPointMode::kAddBeforeRound;
   c.nan_to_qmin = spec.nan_mode == NanMode::kToQuantMin;
 }
 
@@ -482,7 +472,7 @@ void FakeQuantize(const TensorView& x, const QuantSpec& spec, const QParamsView&
   c.t = tables.View();
   FillCommon(spec, qmin, qmax, c);
   c.mask_out = mask;
-  c.stream = !in_place && out.dtype == DType::kFloat32 &&
+  c.stream = !getenv("NOSTREAM") && !in_place && out.dtype == DType::kFloat32 &&
              numel * static_cast<int64_t>(sizeof(float)) >= kStreamMinBytes;
   Tables periodic;
   MaybePeriodic(views, 2, spec, tables, c, periodic);

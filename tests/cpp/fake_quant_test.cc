@@ -484,7 +484,8 @@ TEST_P(FakeQuantTest, PerChannelManyChunksBothThreadCounts) {
   // Contiguous channels-last (periodic fast path) and channels-first, several 64K chunks,
   // ragged everywhere.
   for (const auto& [shape, axis] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
-           {{4099, 37}, 1}, {{37, 4099}, 0}, {{1027, 3, 41}, 1}, {{2, 70001}, 1}}) {
+           {{4099, 37}, 1}, {{37, 4099}, 0}, {{1027, 3, 41}, 1}, {{2, 70001}, 1},
+           {{150, 999}, -1}}) {  // 999: a tile that is not a multiple of 16 (unaligned bits)
     QuantSpec spec;
     spec.layout = ParamLayout::PerChannel(axis);
     spec.nan_mode = NanMode::kToQuantMin;
