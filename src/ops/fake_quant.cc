@@ -73,15 +73,46 @@ void FakeQuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
   if (streamed) hwy::FlushStream();
 }
 
+// Stores n integral, in-range float codes as T at p (stride in elements).
+template <class T>
+void StoreCodes(const float* codes, int64_t n, char* p, int64_t stride) {
+  T* q = reinterpret_cast<T*>(p);
+  if (stride == 1) {
+    for (int64_t i = 0; i < n; ++i) q[i] = static_cast<T>(codes[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) q[i * stride] = static_cast<T>(codes[i]);
+  }
+}
+
+// Like ForEachF32Block for the input, but the integer output is written straight from a block
+// of float codes with the dtype switch hoisted out of the element loop.
 bool QuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
   bool saw_nan = false;
-  internal::ForEachF32Block(
-      *c.walk, 1, begin, end,
-      [&](const float* const* in, float* const* out, const Run& r) HWY_ATTR {
-        const FqRunArgs a = ArgsFor(c, c.t.Offset(r.param_index), r.param_step);
-        saw_nan |= QuantizeRun(c.rounding, c.scale_mode, a, in[0], out[0],
-                               static_cast<size_t>(r.count));
-      });
+  const DType xt = c.walk->dtype(0), qt = c.walk->dtype(1);
+  const int64_t xs = static_cast<int64_t>(DTypeSize(xt)), qs = static_cast<int64_t>(DTypeSize(qt));
+  HWY_ALIGN float xbuf[internal::kBlock];
+  HWY_ALIGN float codes[internal::kBlock];
+  c.walk->ForEachRun(begin, end, [&](const Run& r) HWY_ATTR {
+    for (int64_t done = 0; done < r.count; done += internal::kBlock) {
+      const int64_t n = std::min(internal::kBlock, r.count - done);
+      const char* xp = r.ptr[0] + done * r.stride[0] * xs;
+      const float* x = reinterpret_cast<const float*>(xp);
+      if (xt != DType::kFloat32 || (r.stride[0] != 1 && n > 1)) {
+        for (int64_t i = 0; i < n; ++i) xbuf[i] = internal::LoadAsF32(xp + i * r.stride[0] * xs, xt);
+        x = xbuf;
+      }
+      const FqRunArgs a =
+          ArgsFor(c, c.t.Offset(r.param_index + (r.param_step ? done : 0)), r.param_step);
+      saw_nan |= QuantizeRun(c.rounding, c.scale_mode, a, x, codes, static_cast<size_t>(n));
+      char* qp = r.ptr[1] + done * r.stride[1] * qs;
+      switch (qt) {
+        case DType::kInt8: StoreCodes<int8_t>(codes, n, qp, r.stride[1]); break;
+        case DType::kUInt8: StoreCodes<uint8_t>(codes, n, qp, r.stride[1]); break;
+        case DType::kInt16: StoreCodes<int16_t>(codes, n, qp, r.stride[1]); break;
+        default: StoreCodes<int32_t>(codes, n, qp, r.stride[1]); break;
+      }
+    }
+  });
   return saw_nan;
 }
 
@@ -112,17 +143,21 @@ void BackwardClippedChunk(const FqCall& c, int64_t begin, int64_t end) {
     const float* dy = reinterpret_cast<const float*>(c.base[0]);
     const float* x = reinterpret_cast<const float*>(c.base[1]);
     float* dx = reinterpret_cast<float*>(c.base[2]);
-    BackwardClippedRun(c.rounding, c.scale_mode, PeriodicArgs(c, begin), dy + begin, x + begin,
-                       dx + begin, static_cast<size_t>(end - begin));
-    return;
+    FqRunArgs a = PeriodicArgs(c, begin);
+    a.stream = c.stream;
+    BackwardClippedRun(c.rounding, c.scale_mode, a, dy + begin, x + begin, dx + begin,
+                       static_cast<size_t>(end - begin));
+  } else {
+    internal::ForEachF32Block(
+        *c.walk, 2, begin, end,
+        [&](const float* const* in, float* const* out, const Run& r) HWY_ATTR {
+          FqRunArgs a = ArgsFor(c, c.t.Offset(r.param_index), r.param_step);
+          a.stream = c.stream && out[0] == reinterpret_cast<float*>(r.ptr[2]);
+          BackwardClippedRun(c.rounding, c.scale_mode, a, in[0], in[1], out[0],
+                             static_cast<size_t>(r.count));
+        });
   }
-  internal::ForEachF32Block(
-      *c.walk, 2, begin, end,
-      [&](const float* const* in, float* const* out, const Run& r) HWY_ATTR {
-        const FqRunArgs a = ArgsFor(c, c.t.Offset(r.param_index), r.param_step);
-        BackwardClippedRun(c.rounding, c.scale_mode, a, in[0], in[1], out[0],
-                           static_cast<size_t>(r.count));
-      });
+  if (c.stream) hwy::FlushStream();
 }
 
 // Logical index of the first NaN of operand 0 in [begin, end), or -1.
@@ -188,7 +223,7 @@ constexpr int64_t kStreamMinBytes = int64_t{16} << 20;
 // and byte-aligned in the mask); the expanded tables (3 floats per entry) stay in L1.
 constexpr int64_t kShortRun = 1024;
 constexpr int64_t kMaxPeriod = 2048;
-constexpr int64_t kMinTile = 256;
+constexpr int64_t kMinTile = 512;
 
 // ---------------------------------------------------------------- validation helpers
 
@@ -588,8 +623,9 @@ void FakeQuantizeBackwardClipped(const TensorView& dy, const TensorView& x, cons
   const TensorView* views[] = {&dy, &x, &dx};
   const Walk walk(views, 3, spec.layout, fn);
   RequireWritable(dx, fn, "dx");
-  RequireExactOrNoAlias(dy, dx, fn, "dy", "dx");
-  RequireExactOrNoAlias(x, dx, fn, "x", "dx");
+  const bool dx_is_dy = RequireExactOrNoAlias(dy, dx, fn, "dy", "dx");
+  const bool dx_is_x = RequireExactOrNoAlias(x, dx, fn, "x", "dx");
+  const bool in_place = dx_is_dy || dx_is_x;
   const auto [qmin, qmax] = FloatRange(spec, fn);
   const Tables tables = BuildTables(spec, qparams, walk.num_params(), x, fn, false);
   const int64_t numel = walk.numel();
@@ -600,6 +636,8 @@ void FakeQuantizeBackwardClipped(const TensorView& dy, const TensorView& x, cons
   c.walk = &walk;
   c.t = tables.View();
   FillCommon(spec, qmin, qmax, c);
+  c.stream = !in_place && dx.dtype == DType::kFloat32 &&
+             numel * static_cast<int64_t>(sizeof(float)) >= kStreamMinBytes;
   Tables periodic;
   MaybePeriodic(views, 3, spec, tables, c, periodic);
   ForChunks(numel, ctx, [&](int64_t, int64_t begin, int64_t end) {
