@@ -507,7 +507,7 @@ void FakeQuantize(const TensorView& x, const QuantSpec& spec, const QParamsView&
   c.t = tables.View();
   FillCommon(spec, qmin, qmax, c);
   c.mask_out = mask;
-  c.stream = !getenv("NOSTREAM") && !in_place && out.dtype == DType::kFloat32 &&
+  c.stream = !in_place && out.dtype == DType::kFloat32 &&
              numel * static_cast<int64_t>(sizeof(float)) >= kStreamMinBytes;
   Tables periodic;
   MaybePeriodic(views, 2, spec, tables, c, periodic);
