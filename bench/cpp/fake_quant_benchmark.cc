@@ -66,7 +66,8 @@ void RunForward(benchmark::State& state, Layout layout, bool with_mask) {
     benchmark::DoNotOptimize(mask.get());
     benchmark::ClobberMemory();
   }
-  const int64_t bytes = n * 2 * static_cast<int64_t>(sizeof(float)) + (with_mask ? MaskBytes(n) : 0);
+  const int64_t bytes =
+      n * 2 * static_cast<int64_t>(sizeof(float)) + (with_mask ? MaskBytes(n) : 0);
   state.SetBytesProcessed(state.iterations() * bytes);
   state.SetItemsProcessed(state.iterations() * n);
 }

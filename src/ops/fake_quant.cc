@@ -89,7 +89,8 @@ void StoreCodes(const float* codes, int64_t n, char* p, int64_t stride) {
 bool QuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
   bool saw_nan = false;
   const DType xt = c.walk->dtype(0), qt = c.walk->dtype(1);
-  const int64_t xs = static_cast<int64_t>(DTypeSize(xt)), qs = static_cast<int64_t>(DTypeSize(qt));
+  const int64_t xs = static_cast<int64_t>(DTypeSize(xt));
+  const int64_t qs = static_cast<int64_t>(DTypeSize(qt));
   HWY_ALIGN float xbuf[internal::kBlock];
   HWY_ALIGN float codes[internal::kBlock];
   c.walk->ForEachRun(begin, end, [&](const Run& r) HWY_ATTR {
@@ -98,7 +99,9 @@ bool QuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
       const char* xp = r.ptr[0] + done * r.stride[0] * xs;
       const float* x = reinterpret_cast<const float*>(xp);
       if (xt != DType::kFloat32 || (r.stride[0] != 1 && n > 1)) {
-        for (int64_t i = 0; i < n; ++i) xbuf[i] = internal::LoadAsF32(xp + i * r.stride[0] * xs, xt);
+        for (int64_t i = 0; i < n; ++i) {
+          xbuf[i] = internal::LoadAsF32(xp + i * r.stride[0] * xs, xt);
+        }
         x = xbuf;
       }
       const FqRunArgs a =
@@ -233,7 +236,7 @@ void RequireFloating(const TensorView& v, const char* fn, const char* arg) {
                   << "; expected float32, float16 or bfloat16");
 }
 
-// Offsets (in elements) of the first and last byte-wise extreme elements of a non-empty view.
+// Lowest and highest element offsets (in elements, relative to `data`) of a non-empty view.
 std::pair<int64_t, int64_t> ElementSpan(const TensorView& v) {
   int64_t lo = 0, hi = 0;
   for (int d = 0; d < v.ndim; ++d) {
@@ -275,14 +278,18 @@ bool SameView(const TensorView& a, const TensorView& b) {
   return true;
 }
 
+// [first byte, one past the last byte) of a non-empty view.
+std::pair<const char*, const char*> ByteSpan(const TensorView& v) {
+  const auto [lo, hi] = ElementSpan(v);
+  const int64_t es = static_cast<int64_t>(DTypeSize(v.dtype));
+  const char* base = static_cast<const char*>(v.data);
+  return {base + lo * es, base + (hi + 1) * es};
+}
+
 bool BytesOverlap(const TensorView& a, const TensorView& b) {
   if (a.numel() == 0 || b.numel() == 0) return false;
-  const auto [alo, ahi] = ElementSpan(a);
-  const auto [blo, bhi] = ElementSpan(b);
-  const char* a0 = static_cast<const char*>(a.data) + alo * static_cast<int64_t>(DTypeSize(a.dtype));
-  const char* a1 = static_cast<const char*>(a.data) + (ahi + 1) * static_cast<int64_t>(DTypeSize(a.dtype));
-  const char* b0 = static_cast<const char*>(b.data) + blo * static_cast<int64_t>(DTypeSize(b.dtype));
-  const char* b1 = static_cast<const char*>(b.data) + (bhi + 1) * static_cast<int64_t>(DTypeSize(b.dtype));
+  const auto [a0, a1] = ByteSpan(a);
+  const auto [b0, b1] = ByteSpan(b);
   return a0 < b1 && b0 < a1;
 }
 
@@ -443,7 +450,8 @@ int64_t FirstNaN(const TensorView& x, const Context& ctx, const char* fn) {
   const Walk walk(views, 1, ParamLayout::PerTensor(), fn);
   FqCall c;
   c.walk = &walk;
-  std::vector<int64_t> first(static_cast<size_t>(internal::NumChunks(walk.numel(), internal::kGrain)), -1);
+  const int64_t chunks = internal::NumChunks(walk.numel(), internal::kGrain);
+  std::vector<int64_t> first(static_cast<size_t>(chunks), -1);
   ForChunks(walk.numel(), ctx, [&](int64_t chunk, int64_t begin, int64_t end) {
     first[static_cast<size_t>(chunk)] = HWY_DYNAMIC_DISPATCH(FirstNaNChunk)(c, begin, end);
   });
@@ -545,7 +553,8 @@ void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qpa
   c.walk = &walk;
   c.t = tables.View();
   FillCommon(spec, qmin, qmax, c);
-  std::vector<uint8_t> saw_nan(static_cast<size_t>(internal::NumChunks(numel, internal::kGrain)), 0);
+  const int64_t chunks = internal::NumChunks(numel, internal::kGrain);
+  std::vector<uint8_t> saw_nan(static_cast<size_t>(chunks), 0);
   ForChunks(numel, ctx, [&](int64_t chunk, int64_t begin, int64_t end) {
     saw_nan[static_cast<size_t>(chunk)] = HWY_DYNAMIC_DISPATCH(QuantizeChunk)(c, begin, end);
   });

@@ -256,7 +256,8 @@ std::vector<float> RandomInputs(const QuantSpec& spec, const Params& p,
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   std::vector<float> x(static_cast<size_t>(n));
-  const double qmin = static_cast<double>(spec.QuantMin()), qmax = static_cast<double>(spec.QuantMax());
+  const double qmin = static_cast<double>(spec.QuantMin());
+  const double qmax = static_cast<double>(spec.QuantMax());
   std::uniform_real_distribution<double> code(qmin - 4.0, qmax + 4.0);
   std::uniform_int_distribution<int> kind(0, 5);
   std::uniform_real_distribution<float> frac(-1.0f, 1.0f);
@@ -725,13 +726,13 @@ TEST_P(FakeQuantTest, DequantizeLayoutsAndModes) {
         for (int64_t i = 0; i < q.numel(); ++i) {
           const int64_t c = code(rng);
           codes[static_cast<size_t>(i)] = static_cast<float>(c);
-          char* base = static_cast<char*>(q.view().data);
-          int64_t off = (i % 37) * q.view().strides[1] + (i / 37) * q.view().strides[0];
+          void* base = q.view().data;
+          const int64_t off = (i % 37) * q.view().strides[1] + (i / 37) * q.view().strides[0];
           switch (qt) {
-            case DType::kInt8: reinterpret_cast<int8_t*>(base)[off] = static_cast<int8_t>(c); break;
-            case DType::kUInt8: reinterpret_cast<uint8_t*>(base)[off] = static_cast<uint8_t>(c); break;
-            case DType::kInt16: reinterpret_cast<int16_t*>(base)[off] = static_cast<int16_t>(c); break;
-            default: reinterpret_cast<int32_t*>(base)[off] = static_cast<int32_t>(c); break;
+            case DType::kInt8: static_cast<int8_t*>(base)[off] = static_cast<int8_t>(c); break;
+            case DType::kUInt8: static_cast<uint8_t*>(base)[off] = static_cast<uint8_t>(c); break;
+            case DType::kInt16: static_cast<int16_t*>(base)[off] = static_cast<int16_t>(c); break;
+            default: static_cast<int32_t*>(base)[off] = static_cast<int32_t>(c); break;
           }
         }
         ASSERT_EQ(q.GetAll(), codes);
@@ -1135,14 +1136,13 @@ TEST(FakeQuantErrors, BadParameters) {
   spec.bits = 1;
   ExpectError<InvalidArgument>(fq(PerTensor(1.0f)), {"`bits`=1"});
   spec = QuantSpec{};
-  Params nullscale;
-  nullscale.zero_point = {};
-  QParamsView v{nullptr, nullptr, 1};
+  const QParamsView v{nullptr, nullptr, 1};
   ExpectError<InvalidArgument>(
       [&] { FakeQuantize(x.view(), spec, v, out.view(), nullptr, Context{}); },
       {"`qparams.scale` is null"});
+  const Params one = PerTensor(1.0f);
   ExpectError<InvalidArgument>(
-      [&] { FakeQuantize(x.view(), spec, PerTensor(1.0f).View(), out.view(), nullptr, Context{0}); },
+      [&] { FakeQuantize(x.view(), spec, one.View(), out.view(), nullptr, Context{0}); },
       {"`ctx.num_threads`=0"});
 }
 
