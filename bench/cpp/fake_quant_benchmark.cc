@@ -14,8 +14,8 @@ namespace {
 // Per-slot parameters: step 2^-5 with zero point 0 (a typical 8-bit symmetric setup).
 struct BenchParams {
   std::vector<float> scale, zero_point;
-  explicit BenchParams(int64_t n) : scale(static_cast<size_t>(n), 1.0f / 32.0f),
-                                    zero_point(static_cast<size_t>(n), 0.0f) {
+  explicit BenchParams(int64_t n)
+      : scale(static_cast<size_t>(n), 1.0f / 32.0f), zero_point(static_cast<size_t>(n), 0.0f) {
     for (size_t i = 0; i < scale.size(); ++i) scale[i] *= 1.0f + 0.01f * static_cast<float>(i % 7);
   }
   QParamsView View() const {

@@ -39,7 +39,7 @@ struct FqRunArgs {
   float qmax = 0.0f;
   bool zp_before_round = false;  // ZeroPointMode::kAddBeforeRound
   bool nan_to_qmin = false;      // NanMode::kToQuantMin (else NaN propagates)
-  bool stream = false;       // `out` is real tensor memory: non-temporal stores where aligned
+  bool stream = false;           // `out` is real tensor memory: non-temporal stores where aligned
   // Periodic tables (param_step 1): when tile > 0, `t` holds `tile` entries and element i of the
   // run uses entry (phase + i) % tile.
   size_t tile = 0;
@@ -56,8 +56,8 @@ struct FqCall {
   ScaleMode scale_mode = ScaleMode::kDivide;
   bool zp_before_round = false;
   bool nan_to_qmin = false;
-  bool stream = false;             // out-of-place output larger than the caches
-  uint8_t* mask_out = nullptr;     // FakeQuantize
+  bool stream = false;               // out-of-place output larger than the caches
+  uint8_t* mask_out = nullptr;       // FakeQuantize
   const uint8_t* mask_in = nullptr;  // FakeQuantizeBackwardMasked
   // Periodic fast path (tile > 0): every operand is contiguous float32 and logical element i
   // uses entry (i % tile) of `pt`, the per-slot tables expanded to one entry per element over
@@ -400,8 +400,7 @@ HWY_INLINE void DriveWithMaskOut(D d, size_t n, uint8_t* mask, int64_t bit_pos, 
     size_t k = 0;
     for (; k + N <= rest; k += N) word |= MaskToBits(d, op.Full(i + k)) << k;
     if (k < rest) word |= MaskToBits(d, op.Part(i + k, rest - k)) << k;  // bits >= rest cut
-    internal::WriteMaskBits(mask, bit_pos + static_cast<int64_t>(i), word,
-                            static_cast<int>(rest));
+    internal::WriteMaskBits(mask, bit_pos + static_cast<int64_t>(i), word, static_cast<int>(rest));
   }
 }
 
@@ -510,8 +509,12 @@ class QuantizeOp {
  public:
   using V = hn::Vec<D>;
   QuantizeOp(D d, const FqRunArgs& a, const float* x, float* codes)
-      : d_(d), params_(d, a), qmin_(hn::Set(d, a.qmin)), qmax_(hn::Set(d, a.qmax)),
-        x_(x), codes_(codes) {}
+      : d_(d),
+        params_(d, a),
+        qmin_(hn::Set(d, a.qmin)),
+        qmax_(hn::Set(d, a.qmax)),
+        x_(x),
+        codes_(codes) {}
   HWY_INLINE hn::Mask<D> Full(size_t i) {
     hn::StoreU(Compute(hn::LoadU(d_, x_ + i), params_.Full(d_, i)), d_, codes_ + i);
     return hn::FirstN(d_, 0);
@@ -606,15 +609,15 @@ HWY_NOINLINE void BackwardClippedRunT(const FqRunArgs& a, const float* dy, const
 
 template <template <Rounding, ScaleMode, int> class Fn, class... Args>
 HWY_INLINE auto SelectAndCall(Rounding r, ScaleMode s, int step, Args&&... args) {
-#define QKIT_FQ_CASE_S(R, S)                                             \
-  if (s == S) {                                                          \
+#define QKIT_FQ_CASE_S(R, S)                                               \
+  if (s == S) {                                                            \
     return step ? Fn<R, S, 1>::Call(args...) : Fn<R, S, 0>::Call(args...); \
   }
-#define QKIT_FQ_CASE_R(R)                                \
-  if (r == R) {                                          \
-    QKIT_FQ_CASE_S(R, ScaleMode::kDivide)                \
-    QKIT_FQ_CASE_S(R, ScaleMode::kMultiplyReciprocal)    \
-    return step ? Fn<R, ScaleMode::kMultiplier, 1>::Call(args...) \
+#define QKIT_FQ_CASE_R(R)                                          \
+  if (r == R) {                                                    \
+    QKIT_FQ_CASE_S(R, ScaleMode::kDivide)                          \
+    QKIT_FQ_CASE_S(R, ScaleMode::kMultiplyReciprocal)              \
+    return step ? Fn<R, ScaleMode::kMultiplier, 1>::Call(args...)  \
                 : Fn<R, ScaleMode::kMultiplier, 0>::Call(args...); \
   }
   QKIT_FQ_CASE_R(Rounding::kHalfToEven)
@@ -660,14 +663,14 @@ HWY_INLINE bool FakeQuantizeRun(Rounding r, ScaleMode s, const internal::FqRunAr
 }
 
 // codes[i] = clamped integer code of x[i] as a float (NaN -> qmin). Returns whether x had NaN.
-HWY_INLINE bool QuantizeRun(Rounding r, ScaleMode s, const internal::FqRunArgs& a,
-                            const float* x, float* codes, size_t n) {
+HWY_INLINE bool QuantizeRun(Rounding r, ScaleMode s, const internal::FqRunArgs& a, const float* x,
+                            float* codes, size_t n) {
   return fq::SelectAndCall<fq::QuantizeFn>(r, s, a.param_step, a, x, codes, n);
 }
 
 // out[i] = (q[i] - z) * s or (q[i] - z) / m.
-HWY_INLINE void DequantizeRun(ScaleMode s, const internal::FqRunArgs& a, const float* q,
-                              float* out, size_t n) {
+HWY_INLINE void DequantizeRun(ScaleMode s, const internal::FqRunArgs& a, const float* q, float* out,
+                              size_t n) {
   if (s == ScaleMode::kMultiplier) {
     return a.param_step ? fq::DequantizeRunT<ScaleMode::kMultiplier, 1>(a, q, out, n)
                         : fq::DequantizeRunT<ScaleMode::kMultiplier, 0>(a, q, out, n);
@@ -704,8 +707,8 @@ HWY_NOINLINE void BackwardMaskedRun(const float* dy, float* dx, size_t n, const 
   }
   if (i < n) {
     const size_t rest = n - i;
-    const uint64_t word = internal::ReadMaskBits(mask, bit_pos + static_cast<int64_t>(i),
-                                                 static_cast<int>(rest));
+    const uint64_t word =
+        internal::ReadMaskBits(mask, bit_pos + static_cast<int64_t>(i), static_cast<int>(rest));
     size_t k = 0;
     for (; k + N <= rest; k += N) {
       const auto v =

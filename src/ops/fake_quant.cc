@@ -4,9 +4,8 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/fake_quant.cc"
-#include <hwy/foreach_target.h>  // must come before highway.h
-
 #include <hwy/cache_control.h>
+#include <hwy/foreach_target.h>  // must come before highway.h
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -65,8 +64,7 @@ void FakeQuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
           // Never stream into a gather/scatter block, only into the tensor itself.
           a.stream = c.stream && out[0] == reinterpret_cast<float*>(r.ptr[1]);
           streamed |= FakeQuantizeRun(c.rounding, c.scale_mode, a, in[0], out[0],
-                                      static_cast<size_t>(r.count), c.mask_out,
-                                      r.logical_start);
+                                      static_cast<size_t>(r.count), c.mask_out, r.logical_start);
         });
   }
   // Non-temporal stores are weakly ordered: fence before the chunk counts as done.
@@ -109,10 +107,18 @@ bool QuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
       saw_nan |= QuantizeRun(c.rounding, c.scale_mode, a, x, codes, static_cast<size_t>(n));
       char* qp = r.ptr[1] + done * r.stride[1] * qs;
       switch (qt) {
-        case DType::kInt8: StoreCodes<int8_t>(codes, n, qp, r.stride[1]); break;
-        case DType::kUInt8: StoreCodes<uint8_t>(codes, n, qp, r.stride[1]); break;
-        case DType::kInt16: StoreCodes<int16_t>(codes, n, qp, r.stride[1]); break;
-        default: StoreCodes<int32_t>(codes, n, qp, r.stride[1]); break;
+        case DType::kInt8:
+          StoreCodes<int8_t>(codes, n, qp, r.stride[1]);
+          break;
+        case DType::kUInt8:
+          StoreCodes<uint8_t>(codes, n, qp, r.stride[1]);
+          break;
+        case DType::kInt16:
+          StoreCodes<int16_t>(codes, n, qp, r.stride[1]);
+          break;
+        default:
+          StoreCodes<int32_t>(codes, n, qp, r.stride[1]);
+          break;
       }
     }
   });
@@ -130,14 +136,14 @@ void DequantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
 
 void BackwardMaskedChunk(const FqCall& c, int64_t begin, int64_t end) {
   bool streamed = false;
-  internal::ForEachF32Block(
-      *c.walk, 1, begin, end,
-      [&](const float* const* in, float* const* out, const Run& r) HWY_ATTR {
-        const bool stream = c.stream && out[0] == reinterpret_cast<float*>(r.ptr[1]);
-        BackwardMaskedRun(in[0], out[0], static_cast<size_t>(r.count), c.mask_in,
-                          r.logical_start, stream);
-        streamed |= stream;
-      });
+  internal::ForEachF32Block(*c.walk, 1, begin, end,
+                            [&](const float* const* in, float* const* out, const Run& r) HWY_ATTR {
+                              const bool stream =
+                                  c.stream && out[0] == reinterpret_cast<float*>(r.ptr[1]);
+                              BackwardMaskedRun(in[0], out[0], static_cast<size_t>(r.count),
+                                                c.mask_in, r.logical_start, stream);
+                              streamed |= stream;
+                            });
   if (streamed) hwy::FlushStream();
 }
 
@@ -241,7 +247,10 @@ std::pair<int64_t, int64_t> ElementSpan(const TensorView& v) {
   int64_t lo = 0, hi = 0;
   for (int d = 0; d < v.ndim; ++d) {
     const int64_t reach = v.strides[d] * (v.shape[d] - 1);
-    if (reach < 0) lo += reach; else hi += reach;
+    if (reach < 0)
+      lo += reach;
+    else
+      hi += reach;
   }
   return {lo, hi};
 }
@@ -312,9 +321,12 @@ void RequireExactInFloat(int64_t q, const char* fn, const char* name) {
 
 const char* NanModeName(NanMode m) {
   switch (m) {
-    case NanMode::kPropagate: return "propagate";
-    case NanMode::kToQuantMin: return "to_quant_min";
-    case NanMode::kError: return "error";
+    case NanMode::kPropagate:
+      return "propagate";
+    case NanMode::kToQuantMin:
+      return "to_quant_min";
+    case NanMode::kError:
+      return "error";
   }
   return "unknown";
 }
@@ -330,9 +342,9 @@ struct Tables {
 Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_params,
                    const TensorView& x, const char* fn, bool integral_zero_point) {
   QKIT_REQUIRE(qp.count == num_params, InvalidArgument,
-               fn << ": `qparams.count`=" << qp.count << " but layout "
-                  << spec.layout.ToString() << " of a tensor of shape " << x.ShapeString()
-                  << " has " << num_params << " parameter slot(s)");
+               fn << ": `qparams.count`=" << qp.count << " but layout " << spec.layout.ToString()
+                  << " of a tensor of shape " << x.ShapeString() << " has " << num_params
+                  << " parameter slot(s)");
   QKIT_REQUIRE(qp.scale != nullptr || num_params == 0, InvalidArgument,
                fn << ": `qparams.scale` is null (" << num_params << " slot(s) expected)");
   const bool multiplier = spec.scale_mode == ScaleMode::kMultiplier;
@@ -355,8 +367,7 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
                       << ScaleModeName(spec.scale_mode) << ")");
     }
     const float z = qp.zero_point ? qp.zero_point[p] : 0.0f;
-    QKIT_REQUIRE(std::isfinite(z) && z >= static_cast<float>(qmin) &&
-                     z <= static_cast<float>(qmax),
+    QKIT_REQUIRE(std::isfinite(z) && z >= static_cast<float>(qmin) && z <= static_cast<float>(qmax),
                  InvalidArgument,
                  fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
                     << ", `quant_max`=" << qmax << "]");
@@ -397,8 +408,8 @@ std::pair<float, float> FloatRange(const QuantSpec& spec, const char* fn) {
 
 // Sets up FqCall::tile / pt / base when every operand is contiguous float32 and the layout
 // is per channel with short walk runs; `storage` owns the expanded tables.
-void MaybePeriodic(const TensorView* const* ops, int nops, const QuantSpec& spec,
-                   const Tables& t, FqCall& c, Tables& storage) {
+void MaybePeriodic(const TensorView* const* ops, int nops, const QuantSpec& spec, const Tables& t,
+                   FqCall& c, Tables& storage) {
   if (spec.layout.granularity != Granularity::kPerChannel) return;
   const TensorView& x = *ops[0];
   for (int i = 0; i < nops; ++i) {
@@ -481,11 +492,16 @@ void FillCommon(const QuantSpec& spec, float qmin, float qmax, FqCall& c) {
 
 std::pair<int64_t, int64_t> IntegerRange(DType d) {
   switch (d) {
-    case DType::kInt8: return {INT8_MIN, INT8_MAX};
-    case DType::kUInt8: return {0, UINT8_MAX};
-    case DType::kInt16: return {INT16_MIN, INT16_MAX};
-    case DType::kInt32: return {INT32_MIN, INT32_MAX};
-    default: return {1, 0};  // not an integer dtype
+    case DType::kInt8:
+      return {INT8_MIN, INT8_MAX};
+    case DType::kUInt8:
+      return {0, UINT8_MAX};
+    case DType::kInt16:
+      return {INT16_MIN, INT16_MAX};
+    case DType::kInt32:
+      return {INT32_MIN, INT32_MAX};
+    default:
+      return {1, 0};  // not an integer dtype
   }
 }
 
@@ -537,8 +553,7 @@ void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qpa
   const int64_t qmin_i = spec.QuantMin(), qmax_i = spec.QuantMax();
   QKIT_REQUIRE(tmin <= qmin_i && qmax_i <= tmax, InvalidArgument,
                fn << ": `q_out` dtype " << DTypeName(q_out.dtype) << " [" << tmin << ", " << tmax
-                  << "] cannot hold [`quant_min`=" << qmin_i << ", `quant_max`=" << qmax_i
-                  << "]");
+                  << "] cannot hold [`quant_min`=" << qmin_i << ", `quant_max`=" << qmax_i << "]");
   const TensorView* views[] = {&x, &q_out};
   const Walk walk(views, 2, spec.layout, fn);
   RequireWritable(q_out, fn, "q_out");
@@ -573,9 +588,9 @@ void Dequantize(const TensorView& q, const QuantSpec& spec, const QParamsView& q
   spec.Validate(fn);
   RequireThreads(ctx, fn);
   const auto [tmin, tmax] = IntegerRange(q.dtype);
-  QKIT_REQUIRE(tmin <= tmax, InvalidArgument,
-               fn << ": `q` has dtype " << DTypeName(q.dtype)
-                  << "; expected int8, uint8, int16 or int32");
+  QKIT_REQUIRE(
+      tmin <= tmax, InvalidArgument,
+      fn << ": `q` has dtype " << DTypeName(q.dtype) << "; expected int8, uint8, int16 or int32");
   RequireFloating(out, fn, "out");
   const TensorView* views[] = {&q, &out};
   const Walk walk(views, 2, spec.layout, fn);

@@ -64,9 +64,12 @@ float FromBF16Bits(uint16_t b) {
 // The float a value becomes when stored as `dtype` (floating dtypes only).
 float StoredAs(DType dtype, float v) {
   switch (dtype) {
-    case DType::kFloat16: return FromF16Bits(F16Bits(v));
-    case DType::kBFloat16: return FromBF16Bits(BF16Bits(v));
-    default: return v;
+    case DType::kFloat16:
+      return FromF16Bits(F16Bits(v));
+    case DType::kBFloat16:
+      return FromBF16Bits(BF16Bits(v));
+    default:
+      return v;
   }
 }
 
@@ -80,12 +83,18 @@ enum class Layout {
 };
 const char* LayoutName(Layout l) {
   switch (l) {
-    case Layout::kContiguous: return "contiguous";
-    case Layout::kPadded: return "padded";
-    case Layout::kInnerStride2: return "inner_stride2";
-    case Layout::kTransposed: return "transposed";
-    case Layout::kNegative: return "negative";
-    case Layout::kBroadcast: return "broadcast";
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kPadded:
+      return "padded";
+    case Layout::kInnerStride2:
+      return "inner_stride2";
+    case Layout::kTransposed:
+      return "transposed";
+    case Layout::kNegative:
+      return "negative";
+    case Layout::kBroadcast:
+      return "broadcast";
   }
   return "?";
 }
@@ -141,22 +150,55 @@ class Tensor {
   void Set(int64_t logical, float v) {
     char* p = static_cast<char*>(view_.data) + Offset(logical) * DTypeSize(view_.dtype);
     switch (view_.dtype) {
-      case DType::kFloat32: std::memcpy(p, &v, 4); break;
-      case DType::kFloat16: { const uint16_t b = F16Bits(v); std::memcpy(p, &b, 2); break; }
-      case DType::kBFloat16: { const uint16_t b = BF16Bits(v); std::memcpy(p, &b, 2); break; }
-      default: FAIL() << "Set on an integer tensor";
+      case DType::kFloat32:
+        std::memcpy(p, &v, 4);
+        break;
+      case DType::kFloat16: {
+        const uint16_t b = F16Bits(v);
+        std::memcpy(p, &b, 2);
+        break;
+      }
+      case DType::kBFloat16: {
+        const uint16_t b = BF16Bits(v);
+        std::memcpy(p, &b, 2);
+        break;
+      }
+      default:
+        FAIL() << "Set on an integer tensor";
     }
   }
   float Get(int64_t logical) const {
     const char* p = static_cast<const char*>(view_.data) + Offset(logical) * DTypeSize(view_.dtype);
     switch (view_.dtype) {
-      case DType::kFloat32: { float v; std::memcpy(&v, p, 4); return v; }
-      case DType::kFloat16: { uint16_t b; std::memcpy(&b, p, 2); return FromF16Bits(b); }
-      case DType::kBFloat16: { uint16_t b; std::memcpy(&b, p, 2); return FromBF16Bits(b); }
-      case DType::kInt8: return static_cast<float>(*reinterpret_cast<const int8_t*>(p));
-      case DType::kUInt8: return static_cast<float>(*reinterpret_cast<const uint8_t*>(p));
-      case DType::kInt16: { int16_t v; std::memcpy(&v, p, 2); return static_cast<float>(v); }
-      case DType::kInt32: { int32_t v; std::memcpy(&v, p, 4); return static_cast<float>(v); }
+      case DType::kFloat32: {
+        float v;
+        std::memcpy(&v, p, 4);
+        return v;
+      }
+      case DType::kFloat16: {
+        uint16_t b;
+        std::memcpy(&b, p, 2);
+        return FromF16Bits(b);
+      }
+      case DType::kBFloat16: {
+        uint16_t b;
+        std::memcpy(&b, p, 2);
+        return FromBF16Bits(b);
+      }
+      case DType::kInt8:
+        return static_cast<float>(*reinterpret_cast<const int8_t*>(p));
+      case DType::kUInt8:
+        return static_cast<float>(*reinterpret_cast<const uint8_t*>(p));
+      case DType::kInt16: {
+        int16_t v;
+        std::memcpy(&v, p, 2);
+        return static_cast<float>(v);
+      }
+      case DType::kInt32: {
+        int32_t v;
+        std::memcpy(&v, p, 4);
+        return static_cast<float>(v);
+      }
     }
     return 0.0f;
   }
@@ -206,9 +248,9 @@ struct Params {
 };
 
 std::string Describe(const QuantSpec& spec) {
-  const char* nan = spec.nan_mode == NanMode::kPropagate   ? "propagate"
+  const char* nan = spec.nan_mode == NanMode::kPropagate    ? "propagate"
                     : spec.nan_mode == NanMode::kToQuantMin ? "to_qmin"
-                                                             : "error";
+                                                            : "error";
   return spec.ToString() + " nan=" + nan;
 }
 
@@ -267,12 +309,23 @@ std::vector<float> RandomInputs(const QuantSpec& spec, const Params& p,
     const float z = p.z(slot);
     float t = static_cast<float>(std::floor(code(rng))) - z;
     switch (kind(rng)) {
-      case 0: t += 0.5f; break;
-      case 1: t -= 0.5f; break;
-      case 2: t += frac(rng); break;
-      case 3: t = test::NextUp(t + 0.5f); break;
-      case 4: t = test::NextDown(t + 0.5f); break;
-      default: break;
+      case 0:
+        t += 0.5f;
+        break;
+      case 1:
+        t -= 0.5f;
+        break;
+      case 2:
+        t += frac(rng);
+        break;
+      case 3:
+        t = test::NextUp(t + 0.5f);
+        break;
+      case 4:
+        t = test::NextDown(t + 0.5f);
+        break;
+      default:
+        break;
     }
     float v;
     if (spec.scale_mode == ScaleMode::kMultiplier) {
@@ -434,8 +487,8 @@ TEST_P(FakeQuantTest, StridedLayoutsAndDtypes) {
   for (const auto& shape : shapes) {
     for (Layout lx : {Layout::kContiguous, Layout::kPadded, Layout::kInnerStride2,
                       Layout::kTransposed, Layout::kNegative, Layout::kBroadcast}) {
-      for (Layout lo : {Layout::kContiguous, Layout::kTransposed, Layout::kNegative,
-                        Layout::kInnerStride2}) {
+      for (Layout lo :
+           {Layout::kContiguous, Layout::kTransposed, Layout::kNegative, Layout::kInnerStride2}) {
         for (DType dx : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
           for (DType dout : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
             QuantSpec spec;
@@ -485,7 +538,10 @@ TEST_P(FakeQuantTest, PerChannelManyChunksBothThreadCounts) {
   // Contiguous channels-last (periodic fast path) and channels-first, several 64K chunks,
   // ragged everywhere.
   for (const auto& [shape, axis] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
-           {{4099, 37}, 1}, {{37, 4099}, 0}, {{1027, 3, 41}, 1}, {{2, 70001}, 1},
+           {{4099, 37}, 1},
+           {{37, 4099}, 0},
+           {{1027, 3, 41}, 1},
+           {{2, 70001}, 1},
            {{150, 999}, -1}}) {  // 999: a tile that is not a multiple of 16 (unaligned bits)
     QuantSpec spec;
     spec.layout = ParamLayout::PerChannel(axis);
@@ -504,8 +560,8 @@ TEST_P(FakeQuantTest, PerGroupWithRaggedLastGroup) {
   QKIT_SEED_TRACE();
   auto rng = test::MakeRng();
   const std::vector<std::tuple<std::vector<int64_t>, int64_t, int64_t>> cases = {
-      {{4, 10}, 1, 3}, {{10, 4}, 0, 3}, {{3, 7, 5}, 1, 4}, {{2, 130}, -1, 32}, {{5, 16}, 1, 16},
-      {{9}, 0, 2},     {{3, 5}, 1, 7}};
+      {{4, 10}, 1, 3},  {{10, 4}, 0, 3}, {{3, 7, 5}, 1, 4}, {{2, 130}, -1, 32},
+      {{5, 16}, 1, 16}, {{9}, 0, 2},     {{3, 5}, 1, 7}};
   for (const auto& [shape, axis, g] : cases) {
     for (Layout l : {Layout::kContiguous, Layout::kTransposed}) {
       QuantSpec spec;
@@ -587,8 +643,8 @@ TEST_P(FakeQuantTest, MaskBitsWithUnalignedRuns) {
   QKIT_SEED_TRACE();
   auto rng = test::MakeRng();
   // Transposed views give runs of 1..few elements starting at arbitrary bit offsets.
-  const std::vector<std::vector<int64_t>> shapes = {{5, 3},  {3, 5},    {13, 7}, {7, 13, 3},
-                                                    {1, 9},  {9, 1},    {33, 65}, {100, 11},
+  const std::vector<std::vector<int64_t>> shapes = {{5, 3},  {3, 5},    {13, 7},      {7, 13, 3},
+                                                    {1, 9},  {9, 1},    {33, 65},     {100, 11},
                                                     {2, 64}, {64, 129}, {3, 21845, 2}};
   for (const auto& shape : shapes) {
     for (Layout l : {Layout::kTransposed, Layout::kPadded, Layout::kContiguous}) {
@@ -729,10 +785,18 @@ TEST_P(FakeQuantTest, DequantizeLayoutsAndModes) {
           void* base = q.view().data;
           const int64_t off = (i % 37) * q.view().strides[1] + (i / 37) * q.view().strides[0];
           switch (qt) {
-            case DType::kInt8: static_cast<int8_t*>(base)[off] = static_cast<int8_t>(c); break;
-            case DType::kUInt8: static_cast<uint8_t*>(base)[off] = static_cast<uint8_t>(c); break;
-            case DType::kInt16: static_cast<int16_t*>(base)[off] = static_cast<int16_t>(c); break;
-            default: static_cast<int32_t*>(base)[off] = static_cast<int32_t>(c); break;
+            case DType::kInt8:
+              static_cast<int8_t*>(base)[off] = static_cast<int8_t>(c);
+              break;
+            case DType::kUInt8:
+              static_cast<uint8_t*>(base)[off] = static_cast<uint8_t>(c);
+              break;
+            case DType::kInt16:
+              static_cast<int16_t*>(base)[off] = static_cast<int16_t>(c);
+              break;
+            default:
+              static_cast<int32_t*>(base)[off] = static_cast<int32_t>(c);
+              break;
           }
         }
         ASSERT_EQ(q.GetAll(), codes);
@@ -888,8 +952,8 @@ TEST(FakeQuantDeterminism, IdenticalAcrossTargetsAndThreads) {
           first_mask = mask;
           continue;
         }
-        EXPECT_TRUE(bytes == first_out) << target << "/" << threads << " vs " << first << " "
-                                        << Describe(v.spec);
+        EXPECT_TRUE(bytes == first_out)
+            << target << "/" << threads << " vs " << first << " " << Describe(v.spec);
         EXPECT_TRUE(mask == first_mask) << target << "/" << threads << " vs " << first;
       }
     }
@@ -977,9 +1041,9 @@ TEST_P(FakeQuantTest, GoldenRoundingTiesSpec10_3) {
   // §10.3: x/s = 0.5 - 2^-25 (0.49999997): RNE 0, RHAZ 0, RFLOOR 1 (the f32 add rounds up).
   const float just_below_half = 0.5f - std::ldexp(1.0f, -25);
   ASSERT_EQ(just_below_half, 0.49999997f);
-  for (auto [r, want] : {std::pair{Rounding::kHalfToEven, 0.0f},
-                         std::pair{Rounding::kHalfAwayFromZero, 0.0f},
-                         std::pair{Rounding::kFloorAddHalf, 1.0f}}) {
+  for (auto [r, want] :
+       {std::pair{Rounding::kHalfToEven, 0.0f}, std::pair{Rounding::kHalfAwayFromZero, 0.0f},
+        std::pair{Rounding::kFloorAddHalf, 1.0f}}) {
     spec.rounding = r;
     EXPECT_EQ(Codes({just_below_half, -just_below_half}, spec, PerTensor(1.0f))[0], want)
         << RoundingName(r);
@@ -993,8 +1057,8 @@ TEST_P(FakeQuantTest, GoldenRoundingTiesSpec10_3) {
 
 // SPEC.md §10.8 / §9.2: s = 0.1f, division vs multiplication by f32(1/s) = 10.0f.
 TEST_P(FakeQuantTest, GoldenDivisionVsReciprocalSpec10_8) {
-  const float a = 1.55f;                              // 1.5499999523 (x/s = 15.499999, x*10 = 15.5)
-  const float b = std::nextafter(3.25f, 4.0f);        // 3.2500002384 (x/s = 32.5, x*10 = 32.500004)
+  const float a = 1.55f;                        // 1.5499999523 (x/s = 15.499999, x*10 = 15.5)
+  const float b = std::nextafter(3.25f, 4.0f);  // 3.2500002384 (x/s = 32.5, x*10 = 32.500004)
   QuantSpec spec;
   spec.scale_mode = ScaleMode::kDivide;
   EXPECT_EQ(Codes({a, b}, spec, PerTensor(0.1f)), (std::vector<float>{15, 32}));
@@ -1165,12 +1229,10 @@ TEST(FakeQuantErrors, BadTensors) {
   QuantSpec pc;
   pc.layout = ParamLayout::PerChannel(2);
   ExpectError<OutOfRange>(
-      [&] { FakeQuantize(x.view(), pc, p.View(), out.view(), nullptr, Context{}); },
-      {"`axis`=2"});
+      [&] { FakeQuantize(x.view(), pc, p.View(), out.view(), nullptr, Context{}); }, {"`axis`=2"});
   pc.layout = ParamLayout::PerChannel(-3);
   ExpectError<OutOfRange>(
-      [&] { FakeQuantize(x.view(), pc, p.View(), out.view(), nullptr, Context{}); },
-      {"`axis`=-3"});
+      [&] { FakeQuantize(x.view(), pc, p.View(), out.view(), nullptr, Context{}); }, {"`axis`=-3"});
   pc.layout = ParamLayout::PerChannel(1);  // needs 3 parameters
   ExpectError<InvalidArgument>(
       [&] { FakeQuantize(x.view(), pc, p.View(), out.view(), nullptr, Context{}); },
@@ -1190,14 +1252,12 @@ TEST(FakeQuantErrors, BadTensors) {
       [&] { FakeQuantize(x1, spec, p.View(), shifted, nullptr, Context{}); },
       {"`out` overlaps `x`"});
   // Quantize: float output, and a dtype too narrow for the range.
-  ExpectError<InvalidArgument>(
-      [&] { Quantize(x.view(), spec, p.View(), out.view(), Context{}); },
-      {"qkit::Quantize", "`q_out`", "float32"});
+  ExpectError<InvalidArgument>([&] { Quantize(x.view(), spec, p.View(), out.view(), Context{}); },
+                               {"qkit::Quantize", "`q_out`", "float32"});
   QuantSpec u8;
   u8.is_signed = false;
-  ExpectError<InvalidArgument>(
-      [&] { Quantize(x.view(), u8, p.View(), xi.view(), Context{}); },
-      {"int8", "`quant_max`=255"});
+  ExpectError<InvalidArgument>([&] { Quantize(x.view(), u8, p.View(), xi.view(), Context{}); },
+                               {"int8", "`quant_max`=255"});
   QuantSpec half_zp;
   Params hz = PerTensor(1.0f, 0.5f);
   Tensor q32(DType::kInt32, {2, 3});
@@ -1205,9 +1265,8 @@ TEST(FakeQuantErrors, BadTensors) {
       [&] { Quantize(x.view(), half_zp, hz.View(), q32.view(), Context{}); },
       {"`zero_point[0]`=0.5", "integral"});
   // Dequantize: float codes.
-  ExpectError<InvalidArgument>(
-      [&] { Dequantize(x.view(), spec, p.View(), out.view(), Context{}); },
-      {"qkit::Dequantize", "`q`", "float32"});
+  ExpectError<InvalidArgument>([&] { Dequantize(x.view(), spec, p.View(), out.view(), Context{}); },
+                               {"qkit::Dequantize", "`q`", "float32"});
   // Backward: null mask, integer dy.
   ExpectError<InvalidArgument>(
       [&] { FakeQuantizeBackwardMasked(x.view(), nullptr, out.view(), Context{}); },
@@ -1240,9 +1299,8 @@ TEST(FakeQuantErrors, NaNUnderErrorLeavesTensorsUntouched) {
   Tensor out(DType::kFloat32, {n});
   out.Fill(std::vector<float>(static_cast<size_t>(n), 7.0f));
   const auto out_before = out.RawLogical();
-  EXPECT_THROW(
-      FakeQuantize(x.view(), spec, PerTensor(0.1f).View(), out.view(), nullptr, Context{}),
-      InvalidArgument);
+  EXPECT_THROW(FakeQuantize(x.view(), spec, PerTensor(0.1f).View(), out.view(), nullptr, Context{}),
+               InvalidArgument);
   EXPECT_TRUE(out.RawLogical() == out_before);
   Tensor dx(DType::kFloat32, {n});
   EXPECT_THROW(FakeQuantizeBackwardClipped(out.view(), x.view(), spec, PerTensor(0.1f).View(),
