@@ -242,6 +242,16 @@ void RequireFloating(const TensorView& v, const char* fn, const char* arg) {
                   << "; expected float32, float16 or bfloat16");
 }
 
+// Shapes must match exactly (the strided walk checks too, but cannot name the arguments).
+void RequireSameShape(const TensorView& a, const TensorView& b, const char* fn, const char* a_name,
+                      const char* b_name) {
+  bool same = a.ndim == b.ndim;
+  for (int d = 0; same && d < a.ndim; ++d) same = a.shape[d] == b.shape[d];
+  QKIT_REQUIRE(same, InvalidArgument,
+               fn << ": `" << b_name << "` has shape " << b.ShapeString() << " but `" << a_name
+                  << "` has shape " << a.ShapeString());
+}
+
 // Lowest and highest element offsets (in elements, relative to `data`) of a non-empty view.
 std::pair<int64_t, int64_t> ElementSpan(const TensorView& v) {
   int64_t lo = 0, hi = 0;
@@ -516,6 +526,7 @@ void FakeQuantize(const TensorView& x, const QuantSpec& spec, const QParamsView&
   RequireThreads(ctx, fn);
   RequireFloating(x, fn, "x");
   RequireFloating(out, fn, "out");
+  RequireSameShape(x, out, fn, "x", "out");
   const TensorView* views[] = {&x, &out};
   const Walk walk(views, 2, spec.layout, fn);
   RequireWritable(out, fn, "out");
@@ -554,6 +565,7 @@ void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qpa
   QKIT_REQUIRE(tmin <= qmin_i && qmax_i <= tmax, InvalidArgument,
                fn << ": `q_out` dtype " << DTypeName(q_out.dtype) << " [" << tmin << ", " << tmax
                   << "] cannot hold [`quant_min`=" << qmin_i << ", `quant_max`=" << qmax_i << "]");
+  RequireSameShape(x, q_out, fn, "x", "q_out");
   const TensorView* views[] = {&x, &q_out};
   const Walk walk(views, 2, spec.layout, fn);
   RequireWritable(q_out, fn, "q_out");
@@ -592,6 +604,7 @@ void Dequantize(const TensorView& q, const QuantSpec& spec, const QParamsView& q
       tmin <= tmax, InvalidArgument,
       fn << ": `q` has dtype " << DTypeName(q.dtype) << "; expected int8, uint8, int16 or int32");
   RequireFloating(out, fn, "out");
+  RequireSameShape(q, out, fn, "q", "out");
   const TensorView* views[] = {&q, &out};
   const Walk walk(views, 2, spec.layout, fn);
   RequireWritable(out, fn, "out");
@@ -616,6 +629,7 @@ void FakeQuantizeBackwardMasked(const TensorView& dy, const uint8_t* mask, const
   RequireThreads(ctx, fn);
   RequireFloating(dy, fn, "dy");
   RequireFloating(dx, fn, "dx");
+  RequireSameShape(dy, dx, fn, "dy", "dx");
   const TensorView* views[] = {&dy, &dx};
   const Walk walk(views, 2, ParamLayout::PerTensor(), fn);
   RequireWritable(dx, fn, "dx");
@@ -644,6 +658,8 @@ void FakeQuantizeBackwardClipped(const TensorView& dy, const TensorView& x, cons
   RequireFloating(dy, fn, "dy");
   RequireFloating(x, fn, "x");
   RequireFloating(dx, fn, "dx");
+  RequireSameShape(dy, x, fn, "dy", "x");
+  RequireSameShape(dy, dx, fn, "dy", "dx");
   const TensorView* views[] = {&dy, &x, &dx};
   const Walk walk(views, 3, spec.layout, fn);
   RequireWritable(dx, fn, "dx");

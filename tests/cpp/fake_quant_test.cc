@@ -1225,7 +1225,7 @@ TEST(FakeQuantErrors, BadTensors) {
       {"`out`", "int8"});
   ExpectError<InvalidArgument>(
       [&] { FakeQuantize(x.view(), spec, p.View(), out_bad_shape.view(), nullptr, Context{}); },
-      {"shape mismatch", "[3, 2]", "[2, 3]"});
+      {"`out` has shape [3, 2] but `x` has shape [2, 3]"});
   QuantSpec pc;
   pc.layout = ParamLayout::PerChannel(2);
   ExpectError<OutOfRange>(
@@ -1279,7 +1279,7 @@ TEST(FakeQuantErrors, BadTensors) {
         FakeQuantizeBackwardClipped(x.view(), out_bad_shape.view(), spec, p.View(), out.view(),
                                     Context{});
       },
-      {"qkit::FakeQuantizeBackwardClipped", "shape mismatch"});
+      {"qkit::FakeQuantizeBackwardClipped", "`x` has shape [3, 2]"});
 }
 
 // kError: NaN is reported with its index before anything is written, in place included.
