@@ -59,12 +59,10 @@ void QuantSpec::Validate(const char* caller) const {
     const int64_t lo = *quant_min_override, hi = *quant_max_override;
     QKIT_REQUIRE(lo < hi, InvalidArgument,
                  caller << ": `quant_min`=" << lo << " must be < `quant_max`=" << hi);
-    QKIT_REQUIRE(lo >= INT32_MIN && hi <= INT32_MAX, InvalidArgument,
+    // Codes are carried in float32: both ends (hence every code between) must be exact.
+    QKIT_REQUIRE(lo >= -(int64_t{1} << 24) && hi <= (int64_t{1} << 24), InvalidArgument,
                  caller << ": [`quant_min`, `quant_max`]=[" << lo << ", " << hi
-                        << "] does not fit in int32");
-    QKIT_REQUIRE(hi - lo <= (int64_t{1} << 24), InvalidArgument,
-                 caller << ": range [" << lo << ", " << hi
-                        << "] has more than 2^24 levels (codes must be exact in float32)");
+                        << "] reaches beyond ±2^24 (codes must be exact in float32)");
   } else {
     QKIT_REQUIRE(bits >= 2 && bits <= 16, InvalidArgument,
                  caller << ": `bits`=" << bits << " outside [2, 16]");

@@ -53,6 +53,11 @@ TEST(QuantSpecTest, ValidateNamesTheFieldAndValue) {
   EXPECT_THROW(s.Validate("test"), InvalidArgument);  // half-set override
   s.quant_max_override = 5;
   EXPECT_THROW(s.Validate("test"), InvalidArgument);  // empty range
+  s.quant_min_override = 0;
+  s.quant_max_override = (int64_t{1} << 24) + 1;  // codes no longer exact in float32
+  EXPECT_THROW(s.Validate("test"), InvalidArgument);
+  s.quant_max_override = int64_t{1} << 24;
+  EXPECT_NO_THROW(s.Validate("test"));
   s = QuantSpec{};
   s.layout = ParamLayout::PerGroup(0, 0);
   EXPECT_THROW(s.Validate("test"), InvalidArgument);
