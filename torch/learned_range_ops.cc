@@ -82,6 +82,7 @@ struct LsqArgs {
   c10::optional<int64_t> axis;
   c10::string_view step_transform;
   double step_eps;
+  bool fused;
 
   LsqOptions Options(const char* op) const {
     LsqOptions o;
@@ -92,6 +93,7 @@ struct LsqArgs {
     o.grad_scale = static_cast<float>(grad_scale);
     o.step_transform = ParseTransform(step_transform, op);
     o.step_eps = static_cast<float>(step_eps);
+    o.fused = fused;
     return o;
   }
 };
@@ -138,8 +140,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LsqBackwardOp(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& step,
     const c10::optional<at::Tensor>& zero_point, int64_t quant_min, int64_t quant_max,
     c10::string_view variant, double grad_scale, c10::optional<int64_t> axis,
-    c10::string_view step_transform, double step_eps) {
-  const LsqArgs a{quant_min, quant_max, variant, grad_scale, axis, step_transform, step_eps};
+    c10::string_view step_transform, double step_eps, bool fused) {
+  const LsqArgs a{quant_min, quant_max, variant,  grad_scale,
+                  axis,      step_transform, step_eps, fused};
   const at::Tensor zp = zero_point.value_or(at::Tensor());
   auto [dx, dstep, dzp] = LsqBackwardImpl(dy, x, step, zp, a, true, true);
   if (!dzp.defined()) dzp = zp.defined() ? at::zeros_like(zp) : at::empty({0}, step.options());
@@ -150,10 +153,10 @@ at::Tensor LsqOp(const at::Tensor& x, const at::Tensor& step,
                  const c10::optional<at::Tensor>& zero_point, int64_t quant_min,
                  int64_t quant_max, c10::string_view variant, double grad_scale,
                  c10::optional<int64_t> axis, c10::string_view step_transform,
-                 double step_eps) {
+                 double step_eps, bool fused) {
   return LsqForwardImpl(x, step, zero_point,
                         {quant_min, quant_max, variant, grad_scale, axis, step_transform,
-                         step_eps});
+                         step_eps, fused});
 }
 
 // IValue round trip of the options (strings are owned by the saved IValues).
@@ -165,6 +168,7 @@ void SaveLsqArgs(AutogradContext* ctx, const LsqArgs& a) {
   ctx->saved_data["axis"] = a.axis.has_value() ? c10::IValue(*a.axis) : c10::IValue();
   ctx->saved_data["step_transform"] = std::string(a.step_transform);
   ctx->saved_data["step_eps"] = a.step_eps;
+  ctx->saved_data["fused"] = a.fused;
 }
 
 c10::optional<int64_t> SavedAxis(AutogradContext* ctx) {
@@ -191,7 +195,8 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const std::string transform = ctx->saved_data["step_transform"].toStringRef();
     const LsqArgs a{ctx->saved_data["quant_min"].toInt(), ctx->saved_data["quant_max"].toInt(),
                     variant, ctx->saved_data["grad_scale"].toDouble(), SavedAxis(ctx),
-                    transform, ctx->saved_data["step_eps"].toDouble()};
+                    transform, ctx->saved_data["step_eps"].toDouble(),
+                    ctx->saved_data["fused"].toBool()};
     auto [dx, dstep, dzp] =
         LsqBackwardImpl(grads[0], saved[0], saved[1], saved[2], a,
                         ctx->saved_data["want_step"].toBool(), ctx->saved_data["want_zp"].toBool());
@@ -203,10 +208,10 @@ at::Tensor LsqAutograd(const at::Tensor& x, const at::Tensor& step,
                        const c10::optional<at::Tensor>& zero_point, int64_t quant_min,
                        int64_t quant_max, c10::string_view variant, double grad_scale,
                        c10::optional<int64_t> axis, c10::string_view step_transform,
-                       double step_eps) {
+                       double step_eps, bool fused) {
   return LsqFunction::apply(x, step, zero_point,
                             LsqArgs{quant_min, quant_max, variant, grad_scale, axis,
-                                    step_transform, step_eps});
+                                    step_transform, step_eps, fused});
 }
 
 // ---- TQT, PACT, Clip: one parameter tensor (two for Clip) and integer options ----------------

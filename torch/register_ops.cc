@@ -29,7 +29,7 @@ const std::string kSpec =
 
 const std::string kLsq =
     "int quant_min=-128, int quant_max=127, str variant=\"pytorch\", float grad_scale=1.0, "
-    "int? axis=None, str step_transform=\"identity\", float step_eps=0.0";
+    "int? axis=None, str step_transform=\"identity\", float step_eps=0.0, bool fused=False";
 
 double LsqGradScaleOp(int64_t numel, int64_t quant_max) {
   return Translate([&] { return static_cast<double>(LsqGradScale(numel, quant_max)); });

@@ -14,6 +14,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -76,6 +77,55 @@ HWY_INLINE V MulLn2InDouble(D d, V v) {
 }
 #endif
 
+// f32(a * b + c) with ONE rounding (a fused multiply-add), identical on every target: torch's
+// CPU kernels compiled with FMA contraction evaluate some expressions this way. SIMD targets
+// without a guaranteed FMA compute in double: a * b is exact there, the sum is rounded to odd
+// (a TwoSum error forces the last bit to 1), so the final rounding to float is correct
+// (no double rounding; Boldo & Melquiond, "Emulation of FMA and correctly rounded sums", 2008).
+#if HWY_TARGET == HWY_SCALAR
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V FusedMulAdd(D /*d*/, V a, V b, V c) {
+  return V(std::fma(a.raw, b.raw, c.raw));
+}
+#else
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD MulAddRoundToOdd(DD dd, VD a, VD b, VD c) {
+  const VD p = hn::Mul(a, b);  // exact: 24-bit by 24-bit significands
+  const VD s = hn::Add(p, c);
+  const VD bb = hn::Sub(s, p);
+  const VD err = hn::Add(hn::Sub(p, hn::Sub(s, bb)), hn::Sub(c, bb));  // s + err == p + c
+  const hn::RebindToSigned<DD> di;
+  const auto bits = hn::BitCast(di, s);
+  const auto one = hn::Set(di, int64_t{1});
+  const VD zero = hn::Zero(dd);
+  const auto even = hn::RebindMask(dd, hn::Eq(hn::And(bits, one), hn::Zero(di)));
+  const auto fix = hn::And(hn::And(hn::Ne(err, zero), even), hn::IsFinite(s));
+  // The odd neighbour lies toward the exact value: away from zero when err has s's sign.
+  const auto grow = hn::RebindMask(di, hn::Not(hn::Xor(hn::Lt(err, zero), hn::Lt(s, zero))));
+  const auto moved = hn::IfThenElse(grow, hn::Add(bits, one), hn::Sub(bits, one));
+  return hn::BitCast(dd, hn::IfThenElse(hn::RebindMask(di, fix), moved, bits));
+}
+template <class D, class V = hn::Vec<D>, hwy::EnableIf<(hn::MaxLanes(D()) == 1)>* = nullptr>
+HWY_INLINE V FusedMulAdd(D d, V a, V b, V c) {
+  const hn::Rebind<double, D> dd;
+  return hn::DemoteTo(d, MulAddRoundToOdd(dd, hn::PromoteTo(dd, a), hn::PromoteTo(dd, b),
+                                          hn::PromoteTo(dd, c)));
+}
+template <class D, class V = hn::Vec<D>, hwy::EnableIf<(hn::MaxLanes(D()) > 1)>* = nullptr>
+HWY_INLINE V FusedMulAdd(D d, V a, V b, V c) {
+  const hn::Half<D> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
+  auto half = [&](auto part) {
+    return hn::DemoteTo(dh, MulAddRoundToOdd(dd, hn::PromoteTo(dd, part(a)),
+                                             hn::PromoteTo(dd, part(b)),
+                                             hn::PromoteTo(dd, part(c))));
+  };
+  const auto lo = half([&](V v) { return hn::LowerHalf(dh, v); });
+  const auto hi = half([&](V v) { return hn::UpperHalf(dh, v); });
+  return hn::Combine(d, hi, lo);
+}
+#endif
+
 // ---- the ops --------------------------------------------------------------------------------
 // Each functor: kTerms gradient sums (0..2), Forward(d, x) and
 // Backward(d, dy, x, &dx, &t0, &t1). Masks select; nothing is multiplied by a 0/1 mask.
@@ -107,12 +157,13 @@ struct LsqMegEngineOp {
   }
 };
 
-template <class D>
-struct LsqPyTorchOp {
+// kFused: evaluate zb + x * inv and (xq - zb) * s - x as fused multiply-adds (LsqOptions::fused).
+template <class D, bool kFused>
+struct LsqPyTorchOpT {
   using V = hn::Vec<D>;
   static constexpr int kTerms = 2;
   V s, inv, zf, zb, qmin, qmax, g, dsb, dsa, zero;
-  LsqPyTorchOp(D d, const internal::LsqPyTorchSlot& c)
+  LsqPyTorchOpT(D d, const internal::LsqPyTorchSlot& c)
       : s(hn::Set(d, c.s)), inv(hn::Set(d, c.inv)), zf(hn::Set(d, c.zf)), zb(hn::Set(d, c.zb)),
         qmin(hn::Set(d, c.qmin)), qmax(hn::Set(d, c.qmax)), g(hn::Set(d, c.g)),
         dsb(hn::Set(d, c.dscale_below)), dsa(hn::Set(d, c.dscale_above)), zero(hn::Zero(d)) {}
@@ -124,17 +175,23 @@ struct LsqPyTorchOp {
     return hn::Mul(hn::Sub(c, zf), s);
   }
   HWY_INLINE void Backward(D d, V dy, V x, V& dx, V& t0, V& t1) const {
-    const V xq = RoundHalfEven(d, hn::Add(zb, hn::Mul(x, inv)));
+    const V xq = RoundHalfEven(d, kFused ? FusedMulAdd(d, x, inv, zb) : hn::Add(zb, hn::Mul(x, inv)));
     const auto above = hn::Gt(xq, qmax);
     const auto in = hn::And(hn::Ge(xq, qmin), hn::Le(xq, qmax));  // false for NaN
     dx = hn::IfThenElse(in, dy, zero);
-    const V xfq = hn::Mul(hn::Sub(xq, zb), s);
-    const V t_in = hn::Mul(hn::Mul(hn::Mul(dy, hn::Sub(xfq, x)), inv), g);
+    const V residual = kFused ? FusedMulAdd(d, hn::Sub(xq, zb), s, hn::Neg(x))
+                              : hn::Sub(hn::Mul(hn::Sub(xq, zb), s), x);  // xfq - x
+    const V t_in = hn::Mul(hn::Mul(hn::Mul(dy, residual), inv), g);
     const V t_out = hn::Mul(hn::Mul(dy, hn::IfThenElse(above, dsa, dsb)), g);  // NaN: below
     t0 = hn::IfThenElse(in, t_in, t_out);
     t1 = hn::IfThenElse(in, zero, hn::Mul(hn::Mul(hn::Neg(dy), s), g));
   }
 };
+
+template <class D>
+using LsqPyTorchOp = LsqPyTorchOpT<D, false>;
+template <class D>
+using LsqPyTorchFusedOp = LsqPyTorchOpT<D, true>;
 
 template <class D>
 struct TqtOp {

@@ -24,6 +24,12 @@ namespace qkit::HWY_NAMESPACE {
 
 QKIT_LEARNED_RANGE_ENTRIES(LsqMegEngine, LsqMegEngineOp, LsqMegEngineSlot)
 QKIT_LEARNED_RANGE_ENTRIES(LsqPyTorch, LsqPyTorchOp, LsqPyTorchSlot)
+// The fused variant differs only in its backward.
+void LsqPyTorchFusedBackwardUnit(const internal::LearnedPlan& plan,
+                                 const internal::LsqPyTorchSlot* slots, int64_t unit,
+                                 float* partial0, float* partial1) {
+  BackwardUnitT<LsqPyTorchFusedOp>(plan, slots, unit, partial0, partial1);
+}
 QKIT_LEARNED_RANGE_ENTRIES(Tqt, TqtOp, TqtSlot)
 QKIT_LEARNED_RANGE_ENTRIES(Pact, PactOp, PactSlot)
 QKIT_LEARNED_RANGE_ENTRIES(Clip, ClipOp, ClipSlot)
@@ -48,6 +54,7 @@ HWY_EXPORT(LsqMegEngineForwardUnit);
 HWY_EXPORT(LsqMegEngineBackwardUnit);
 HWY_EXPORT(LsqPyTorchForwardUnit);
 HWY_EXPORT(LsqPyTorchBackwardUnit);
+HWY_EXPORT(LsqPyTorchFusedBackwardUnit);
 HWY_EXPORT(TqtForwardUnit);
 HWY_EXPORT(TqtBackwardUnit);
 HWY_EXPORT(PactForwardUnit);
@@ -220,6 +227,9 @@ void RunBackward(const TensorView& dy, const TensorView& x, const TensorView& dx
   }
 QKIT_PICKERS(LsqMegEngine, LsqMegEngineSlot)
 QKIT_PICKERS(LsqPyTorch, LsqPyTorchSlot)
+BackwardFn<internal::LsqPyTorchSlot> PickLsqPyTorchFusedBackward() {
+  return &HWY_DYNAMIC_DISPATCH(LsqPyTorchFusedBackwardUnit);
+}
 QKIT_PICKERS(Tqt, TqtSlot)
 QKIT_PICKERS(Pact, PactSlot)
 QKIT_PICKERS(Clip, ClipSlot)
@@ -320,7 +330,8 @@ void LsqBackward(const TensorView& dy, const TensorView& x, const float* step,
                 &PickLsqMegEngineBackward, dstep, nullptr, ctx, caller);
   } else {
     RunBackward(dy, x, dx, axis, slots, PyTorchSlots(step, zero_point, count, options), 2,
-                &PickLsqPyTorchBackward, dstep, dzero_point, ctx, caller);
+                options.fused ? &PickLsqPyTorchFusedBackward : &PickLsqPyTorchBackward, dstep,
+                dzero_point, ctx, caller);
   }
   if (dstep != nullptr && options.step_transform == StepTransform::kAbsPlusEps) {
     // Chain rule through |step|: times sgn(step), exact (0 at step == 0, as torch.abs).

@@ -69,15 +69,18 @@ inline float LsqPyTorchForward(float x, float s, float zf, float qmin, float qma
   return (c - zf) * s;
 }
 
+// fused: zb + x * inv and (xq - zb) * s - x each rounded once (torch's kernels compiled with FMA
+// contraction); std::fma is the correctly rounded fused operation.
 inline ElemGrad LsqPyTorchBackward(float dy, float x, float s, float zb, float qmin, float qmax,
-                                   float g) {
+                                   float g, bool fused = false) {
   const float inv = 1.0f / s;
-  const float xq = std::nearbyint(zb + x * inv);
+  const float xq = fused ? std::nearbyint(std::fma(x, inv, zb)) : std::nearbyint(zb + x * inv);
   ElemGrad r;
   if (xq >= qmin && xq <= qmax) {
     r.dx = dy;
     const float xfq = (xq - zb) * s;
-    r.t0 = dy * (xfq - x) * inv * g;
+    const float residual = fused ? std::fma(xq - zb, s, -x) : xfq - x;
+    r.t0 = dy * residual * inv * g;
     r.t1 = 0.0f;
   } else {
     r.dx = 0.0f;

@@ -77,6 +77,11 @@ struct LsqOptions {
   float grad_scale = 1.0f;   // g: MegEngine's grad_scale, PyTorch's grad_factor (finite)
   StepTransform step_transform = StepTransform::kIdentity;
   float step_eps = 0.0f;     // kAbsPlusEps only: finite, >= 0
+  // kPyTorch backward only: evaluate zb + x * inv and (xq - zb) * s - x (= xfq - x) with one
+  // rounding each (fused multiply-add), as torch's CPU kernels do when compiled with FMA
+  // contraction: its AVX2 / AVX-512 kernel builds, e.g. Debian's 1.13 on such CPUs (its
+  // DEFAULT-capability build rounds twice, = false). Same result on every SIMD target.
+  bool fused = false;
 };
 
 // The LSQ paper's gradient scale g = 1 / sqrt(numel * quant_max), as PyTorch's
