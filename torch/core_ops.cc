@@ -465,7 +465,7 @@ std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
     const at::Tensor& min, const at::Tensor& max, QKIT_SPEC_PARAMS, bool symmetric,
     c10::string_view divisor, bool widen_to_zero, c10::string_view degenerate, double eps,
     c10::string_view zero_point_rounding, bool integral_zero_point, bool clamp_zero_point,
-    c10::string_view restriction) {
+    c10::string_view restriction, c10::string_view symmetric_zero_point) {
   const char* op = "qkit.choose_qparams";
   QuantSpec spec = QKIT_SPEC_ARGS.Spec(op);
   spec.symmetric = symmetric;
@@ -494,6 +494,11 @@ std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
       {ScaleRestriction::kNone, ScaleRestriction::kPow2FloorLog2Amax,
        ScaleRestriction::kPow2Bernoulli},
       op, "restriction");
+  rule.symmetric_zero_point = Parse<SymmetricZeroPoint>(
+      symmetric_zero_point, {"zero", "midpoint_up", "midpoint_down"},
+      {SymmetricZeroPoint::kZero, SymmetricZeroPoint::kMidpointUp,
+       SymmetricZeroPoint::kMidpointDown},
+      op, "symmetric_zero_point");
   CheckCpuDense(min, op, "min");
   CheckCpuDense(max, op, "max");
   TORCH_CHECK_VALUE(min.sizes() == max.sizes(), op, ": `min` has shape ", min.sizes(),

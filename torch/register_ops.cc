@@ -77,7 +77,8 @@ TORCH_LIBRARY(qkit, m) {
         ", bool symmetric=True, str divisor=\"half_range\", bool widen_to_zero=True, "
         "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
         "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
-        "bool clamp_zero_point=True, str restriction=\"none\") -> (Tensor scale, "
+        "bool clamp_zero_point=True, str restriction=\"none\", "
+        "str symmetric_zero_point=\"zero\") -> (Tensor scale, "
         "Tensor zero_point)").c_str());
 
   // ---- learned-range fake quantization (learned_range_ops.cc) --------------------------------

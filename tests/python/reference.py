@@ -215,3 +215,63 @@ def sum_tolerance(terms, axis):
         n = terms.numel() // max(terms.shape[axis], 1)
     n_eff = min(n, 4096) + 4 + (n + 65535) // 65536 + 64
     return 2.0 * n_eff * 2.0 ** -24 * mags.double() + 1e-30
+
+
+# ---- fake quantization (docs/numerics.md, SPEC §9.1-9.2, §7.5) --------------------------------
+def _round(v, rounding):
+    if rounding == "half_to_even":
+        return torch.round(v)
+    if rounding == "half_away_from_zero":
+        return rhaz(v)
+    return torch.floor(v + 0.5)  # floor_add_half: the add is rounded to float32 first
+
+
+def fake_quant(x, scale, zero_point, qmin, qmax, rounding="half_to_even", scale_mode="divide",
+               zero_point_mode="add_after_round", nan_mode="propagate", axis=None,
+               group_size=0):
+    """(out, in_range mask) of qkit's fake quantization, written from docs/numerics.md."""
+    xf = x.float()
+    if group_size:
+        # Per group along `axis`: expand each parameter over its group.
+        shape = list(xf.shape)
+        groups = (shape[axis] + group_size - 1) // group_size
+        pshape = shape[:axis] + [groups] + shape[axis + 1:]
+        idx = torch.arange(shape[axis]) // group_size
+        s = scale.float().reshape(pshape).index_select(axis, idx)
+        z = (zero_point.float().reshape(pshape).index_select(axis, idx)
+             if zero_point is not None else torch.zeros_like(s))
+    else:
+        s = _param(scale, xf, axis)
+        z = _param(zero_point, xf, axis) if zero_point is not None else torch.zeros_like(s)
+    z = z + 0.0  # a -0 zero point counts as +0
+    if scale_mode == "divide":
+        v = xf / s
+    elif scale_mode == "multiply_reciprocal":
+        v = xf * (1.0 / s)
+    else:  # multiplier; m == 0 gives the code z for every non-NaN element
+        v = torch.where(s == 0, torch.where(torch.isnan(xf), xf, torch.zeros_like(xf)), xf * s)
+    if zero_point_mode == "add_after_round":
+        q = _round(v, rounding) + z
+    else:
+        q = _round(v + z, rounding) + 0.0  # a -0 code is +0
+    mask = (q >= qmin) & (q <= qmax)
+    c = torch.where(q < qmin, torch.full_like(q, qmin), torch.where(q > qmax, torch.full_like(q, qmax), q))
+    nan = torch.isnan(q)
+    if nan_mode == "to_quant_min":
+        c = torch.where(nan, torch.full_like(c, qmin), c)
+    if scale_mode == "multiplier":
+        out = (c - z) / torch.where(s == 0, torch.ones_like(s), s)
+    else:
+        out = (c - z) * s
+    if nan_mode == "propagate":
+        out = torch.where(nan, xf, out)
+    return out, mask
+
+
+def pack_mask(mask):
+    """qkit's packed mask: bit i % 8 of byte i // 8 is element i (row-major)."""
+    bits = mask.reshape(-1).to(torch.uint8)
+    pad = (-bits.numel()) % 8
+    bits = torch.cat([bits, torch.zeros(pad, dtype=torch.uint8)]).view(-1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+    return (bits * weights).sum(1).to(torch.uint8)

@@ -62,6 +62,7 @@ class RunningMinMaxObserver(nn.Module):
         self.dtype = dtype
         self.qscheme = qscheme
         self.quant_min, self.quant_max = _resolve_range(quant_min, quant_max, dtype)
+        self.custom_range = quant_min is not None
         if qscheme in _PER_CHANNEL and ch_axis is None:
             ch_axis = 0
         if qscheme not in _PER_CHANNEL and ch_axis is not None:
@@ -105,10 +106,14 @@ class RunningMinMaxObserver(nn.Module):
             return torch.ones(n), torch.zeros(n, dtype=torch.int32)
         if not bool(torch.isfinite(self.min_val).all()):
             raise ValueError("RunningMinMaxObserver: a channel has seen no finite value")
+        # Symmetric unsigned ranges centre the zero point as PyTorch's observers do: 128 for
+        # the default [0, 255], floor of the midpoint for a custom range.
+        midpoint = "midpoint_down" if self.custom_range else "midpoint_up"
         scale, zero_point = ops.choose_qparams(
             self.min_val, self.max_val, quant_min=self.quant_min, quant_max=self.quant_max,
             symmetric=self.qscheme in _SYMMETRIC, divisor=self.divisor,
-            widen_to_zero=self.widen_to_zero, degenerate=self.degenerate, eps=self.eps)
+            widen_to_zero=self.widen_to_zero, degenerate=self.degenerate, eps=self.eps,
+            symmetric_zero_point=midpoint if self.quant_min >= 0 else "zero")
         return scale, zero_point.to(torch.int32)
 
     def extra_repr(self) -> str:
