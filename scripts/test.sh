@@ -7,3 +7,19 @@ bash scripts/build.sh
 BUILD_DIR=${QKIT_BUILD_DIR:-build}
 echo "== C++ tests (ctest) =="
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+
+echo "== Python tests (pytest, /usr/bin/python3) =="
+if [ ! -f python/qkit/_C.so ]; then
+  echo "test: python/qkit/_C.so was not built (QKIT_BUILD_TORCH=OFF or libtorch-dev missing)" >&2
+  exit 1
+fi
+# tests/python/conftest.py imports qkit from this checkout's python/, whatever qkit.pth says.
+set +e
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "test: pytest collected no tests (exit code 5): failing" >&2
+  exit 1
+fi
+exit "$rc"

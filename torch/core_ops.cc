@@ -162,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor> FakeQuantImpl(const at::Tensor& x, const at::
   at::Tensor xc = AsComputeDtype(x, op, "x");
   const TensorView xv = ToView(xc, Kind::kFloating, op, "x");
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
-  at::Tensor out = at::empty_like(xc);
+  at::Tensor out = EmptyOutput(xc);
   at::Tensor mask = want_mask ? at::empty({MaskBytes(xc.numel())}, xc.options().dtype(at::kByte))
                               : at::Tensor();
   Translate([&] {
@@ -201,7 +201,7 @@ at::Tensor MaskedBackwardImpl(const at::Tensor& dy, const at::Tensor& mask, cons
   TORCH_CHECK_VALUE(mask.numel() == MaskBytes(d.numel()), op, ": `mask` has ", mask.numel(),
                     " bytes; ", d.numel(), " elements need ", MaskBytes(d.numel()));
   const at::Tensor m = mask.contiguous();
-  at::Tensor dx = at::empty_like(d);
+  at::Tensor dx = EmptyOutput(d);
   Translate([&] {
     FakeQuantizeBackwardMasked(ToView(d, Kind::kFloating, op, "dy"), m.data_ptr<uint8_t>(),
                                ToView(dx, Kind::kFloating, op, "dx"), MakeContext());
@@ -217,7 +217,7 @@ at::Tensor ClippedBackwardImpl(const at::Tensor& dy, const at::Tensor& x, const 
   at::Tensor xc = AsComputeDtype(x, op, "x");
   const TensorView xv = ToView(xc, Kind::kFloating, op, "x");
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
-  at::Tensor dx = at::empty_like(d);
+  at::Tensor dx = EmptyOutput(d);
   Translate([&] {
     FakeQuantizeBackwardClipped(ToView(d, Kind::kFloating, op, "dy"), xv, spec, p.View(),
                                 ToView(dx, Kind::kFloating, op, "dx"), MakeContext());

@@ -103,7 +103,7 @@ at::Tensor LsqForwardImpl(const at::Tensor& x, const at::Tensor& step,
   const char* op = "qkit.lsq";
   const at::Tensor zp = zero_point.value_or(at::Tensor());
   Prepared p = Prepare(op, x, a.axis, step, "step", &zp, "zero_point");
-  at::Tensor out = at::empty_like(p.x);
+  at::Tensor out = EmptyOutput(p.x);
   const LsqOptions o = a.Options(op);
   Translate([&] {
     LsqForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), DataOrNull(p.p1),
@@ -120,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LsqBackwardImpl(
   Prepared p = Prepare(op, x, a.axis, step, "step", &zp, "zero_point");
   at::Tensor d = PrepareDy(op, dy, p.x);
   const LsqOptions o = a.Options(op);
-  at::Tensor dx = at::empty_like(p.x);
+  at::Tensor dx = EmptyOutput(p.x);
   at::Tensor dstep = want_step ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   const bool zp_grad = want_zp && o.variant == LsqVariant::kPyTorch && zp.defined();
   at::Tensor dzp = zp_grad ? at::empty({p.slots}, at::kFloat) : at::Tensor();
@@ -220,7 +220,7 @@ at::Tensor TqtForwardImpl(const at::Tensor& x, const at::Tensor& log2_t, int64_t
                           int64_t qmax, c10::optional<int64_t> axis) {
   const char* op = "qkit.tqt";
   Prepared p = Prepare(op, x, axis, log2_t, "log2_t", nullptr, nullptr);
-  at::Tensor out = at::empty_like(p.x);
+  at::Tensor out = EmptyOutput(p.x);
   Translate([&] {
     TqtForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), p.slots,
                TqtOptions{qmin, qmax, LayoutFor(axis)}, ToView(out, Kind::kFloating, op, "out"),
@@ -236,7 +236,7 @@ std::tuple<at::Tensor, at::Tensor> TqtBackwardImpl(const at::Tensor& dy, const a
   const char* op = "qkit.tqt_backward";
   Prepared p = Prepare(op, x, axis, log2_t, "log2_t", nullptr, nullptr);
   at::Tensor d = PrepareDy(op, dy, p.x);
-  at::Tensor dx = at::empty_like(p.x);
+  at::Tensor dx = EmptyOutput(p.x);
   at::Tensor g = want ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   Translate([&] {
     TqtBackward(ToView(d, Kind::kFloating, op, "dy"), ToView(p.x, Kind::kFloating, op, "x"),
@@ -251,7 +251,7 @@ at::Tensor PactForwardImpl(const at::Tensor& x, const at::Tensor& alpha, int64_t
                            c10::optional<int64_t> axis) {
   const char* op = "qkit.pact";
   Prepared p = Prepare(op, x, axis, alpha, "alpha", nullptr, nullptr);
-  at::Tensor out = at::empty_like(p.x);
+  at::Tensor out = EmptyOutput(p.x);
   Translate([&] {
     PactForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), p.slots,
                 PactOptions{static_cast<int>(bits), LayoutFor(axis)},
@@ -266,7 +266,7 @@ std::tuple<at::Tensor, at::Tensor> PactBackwardImpl(const at::Tensor& dy, const 
   const char* op = "qkit.pact_backward";
   Prepared p = Prepare(op, x, axis, alpha, "alpha", nullptr, nullptr);
   at::Tensor d = PrepareDy(op, dy, p.x);
-  at::Tensor dx = at::empty_like(p.x);
+  at::Tensor dx = EmptyOutput(p.x);
   at::Tensor g = want ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   Translate([&] {
     PactBackward(ToView(d, Kind::kFloating, op, "dy"), ToView(p.x, Kind::kFloating, op, "x"),
@@ -281,7 +281,7 @@ at::Tensor ClipForwardImpl(const at::Tensor& x, const at::Tensor& cmin, const at
                            c10::optional<int64_t> axis) {
   const char* op = "qkit.learned_clip";
   Prepared p = Prepare(op, x, axis, cmin, "cmin", &cmax, "cmax");
-  at::Tensor out = at::empty_like(p.x);
+  at::Tensor out = EmptyOutput(p.x);
   Translate([&] {
     LearnedClipForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0),
                        DataOrNull(p.p1), p.slots, ClipOptions{LayoutFor(axis)},
@@ -296,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ClipBackwardImpl(
   const char* op = "qkit.learned_clip_backward";
   Prepared p = Prepare(op, x, axis, cmin, "cmin", &cmax, "cmax");
   at::Tensor d = PrepareDy(op, dy, p.x);
-  at::Tensor dx = at::empty_like(p.x);
+  at::Tensor dx = EmptyOutput(p.x);
   at::Tensor gmin = want_min ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   at::Tensor gmax = want_max ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   Translate([&] {

@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <sys/mman.h>
+
+#include <cstdint>
 
 namespace qkit::torch_ext {
 
@@ -93,6 +96,22 @@ int64_t NumSlots(const at::Tensor& x, c10::optional<int64_t> axis, int64_t group
   if (group_size == 0) return x.size(a);
   TORCH_CHECK_VALUE(group_size >= 1, op, ": `group_size`=", group_size, " must be >= 1");
   return x.numel() / std::max<int64_t>(x.size(a), 1) * ((x.size(a) + group_size - 1) / group_size);
+}
+
+at::Tensor EmptyOutput(const at::Tensor& t, c10::optional<at::ScalarType> dtype) {
+  at::Tensor out = dtype.has_value() ? at::empty_like(t, t.options().dtype(*dtype))
+                                     : at::empty_like(t);
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const size_t bytes = out.nbytes();
+  if (bytes >= (size_t{16} << 20)) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
+    const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t hi = (begin + bytes) & ~(kHuge - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only
+#endif
+  }
+  return out;
 }
 
 Context MakeContext() {

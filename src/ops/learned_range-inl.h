@@ -78,11 +78,17 @@ HWY_INLINE V MulLn2InDouble(D d, V v) {
 #endif
 
 // f32(a * b + c) with ONE rounding (a fused multiply-add), identical on every target: torch's
-// CPU kernels compiled with FMA contraction evaluate some expressions this way. SIMD targets
-// without a guaranteed FMA compute in double: a * b is exact there, the sum is rounded to odd
-// (a TwoSum error forces the last bit to 1), so the final rounding to float is correct
-// (no double rounding; Boldo & Melquiond, "Emulation of FMA and correctly rounded sums", 2008).
-#if HWY_TARGET == HWY_SCALAR
+// CPU kernels compiled with FMA contraction evaluate some expressions this way. AVX2 / AVX3 use
+// the FMA instruction; SSE4 / SSSE3 compute in double: a * b is exact there, the sum is rounded
+// to odd (a TwoSum error forces the last bit to 1), so the final rounding to float is correct
+// (no double rounding; Boldo & Melquiond, "Emulation of FMA and correctly rounded sums", 2008);
+// SCALAR calls std::fma.
+#if HWY_NATIVE_FMA
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V FusedMulAdd(D /*d*/, V a, V b, V c) {
+  return hn::MulAdd(a, b, c);  // vfmadd: one rounding
+}
+#elif HWY_TARGET == HWY_SCALAR
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V FusedMulAdd(D /*d*/, V a, V b, V c) {
   return V(std::fma(a.raw, b.raw, c.raw));
