@@ -26,15 +26,14 @@ using torch::autograd::variable_list;
 
 // Named option values: `value` must be one of `names` (ValueError listing them otherwise).
 template <class E, size_t N>
-E Parse(c10::string_view value, const char* const (&names)[N], const E (&values)[N],
-        const char* op, const char* arg) {
+E Parse(c10::string_view value, const char* const (&names)[N], const E (&values)[N], const char* op,
+        const char* arg) {
   for (size_t i = 0; i < N; ++i) {
     if (value == names[i]) return values[i];
   }
   std::string allowed;
   for (size_t i = 0; i < N; ++i) allowed += std::string(i ? ", '" : "'") + names[i] + "'";
-  TORCH_CHECK_VALUE(false, op, ": `", arg, "`='", std::string(value), "' is not one of ",
-                    allowed);
+  TORCH_CHECK_VALUE(false, op, ": `", arg, "`='", std::string(value), "' is not one of ", allowed);
   return values[0];  // not reached
 }
 
@@ -115,16 +114,16 @@ struct SpecArgs {
   }
 };
 
-#define QKIT_SPEC_PARAMS                                                                    \
-  int64_t bits, bool is_signed, bool narrow_range, c10::optional<int64_t> quant_min,        \
+#define QKIT_SPEC_PARAMS                                                                        \
+  int64_t bits, bool is_signed, bool narrow_range, c10::optional<int64_t> quant_min,            \
       c10::optional<int64_t> quant_max, c10::string_view rounding, c10::string_view scale_mode, \
       c10::string_view zero_point_mode, c10::string_view nan_mode, c10::optional<int64_t> axis, \
       int64_t group_size
-#define QKIT_SPEC_ARGS                                                                       \
-  SpecArgs {                                                                                 \
-    bits, is_signed, narrow_range, quant_min, quant_max, std::string(rounding),              \
-        std::string(scale_mode), std::string(zero_point_mode), std::string(nan_mode), axis,  \
-        group_size                                                                           \
+#define QKIT_SPEC_ARGS                                                                      \
+  SpecArgs {                                                                                \
+    bits, is_signed, narrow_range, quant_min, quant_max, std::string(rounding),             \
+        std::string(scale_mode), std::string(zero_point_mode), std::string(nan_mode), axis, \
+        group_size                                                                          \
   }
 
 // Parameters converted for the core: float32 contiguous scale / zero point with one value per
@@ -163,8 +162,8 @@ std::tuple<at::Tensor, at::Tensor> FakeQuantImpl(const at::Tensor& x, const at::
   const TensorView xv = ToView(xc, Kind::kFloating, op, "x");
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
   at::Tensor out = EmptyOutput(xc);
-  at::Tensor mask = want_mask ? at::empty({MaskBytes(xc.numel())}, xc.options().dtype(at::kByte))
-                              : at::Tensor();
+  at::Tensor mask =
+      want_mask ? at::empty({MaskBytes(xc.numel())}, xc.options().dtype(at::kByte)) : at::Tensor();
   Translate([&] {
     FakeQuantize(xv, spec, p.View(), ToView(out, Kind::kFloating, op, "out"),
                  want_mask ? mask.data_ptr<uint8_t>() : nullptr, MakeContext());
@@ -184,8 +183,8 @@ at::Tensor FakeQuantInplaceImpl(const at::Tensor& x, const at::Tensor& scale,
   const QuantSpec spec = a.Spec(op);
   const TensorView xv = ToView(x, Kind::kFloating, op, "x");
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
-  at::Tensor mask = want_mask ? at::empty({MaskBytes(x.numel())}, x.options().dtype(at::kByte))
-                              : at::Tensor();
+  at::Tensor mask =
+      want_mask ? at::empty({MaskBytes(x.numel())}, x.options().dtype(at::kByte)) : at::Tensor();
   Translate([&] {
     FakeQuantize(xv, spec, p.View(), xv, want_mask ? mask.data_ptr<uint8_t>() : nullptr,
                  MakeContext());
@@ -196,8 +195,8 @@ at::Tensor FakeQuantInplaceImpl(const at::Tensor& x, const at::Tensor& scale,
 at::Tensor MaskedBackwardImpl(const at::Tensor& dy, const at::Tensor& mask, const char* op) {
   at::Tensor d = AsComputeDtype(dy, op, "dy");
   CheckCpuDense(mask, op, "mask");
-  TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte, op, ": `mask` has dtype ",
-                    mask.scalar_type(), "; expected uint8 (the packed mask of the forward)");
+  TORCH_CHECK_VALUE(mask.scalar_type() == at::kByte, op, ": `mask` has dtype ", mask.scalar_type(),
+                    "; expected uint8 (the packed mask of the forward)");
   TORCH_CHECK_VALUE(mask.numel() == MaskBytes(d.numel()), op, ": `mask` has ", mask.numel(),
                     " bytes; ", d.numel(), " elements need ", MaskBytes(d.numel()));
   const at::Tensor m = mask.contiguous();
@@ -252,8 +251,7 @@ at::Tensor& FakeQuantizeInplaceOp(at::Tensor& x, const at::Tensor& scale,
 std::tuple<at::Tensor, at::Tensor> FakeQuantizeWithMaskOp(
     const at::Tensor& x, const at::Tensor& scale, const c10::optional<at::Tensor>& zero_point,
     QKIT_SPEC_PARAMS) {
-  return FakeQuantImpl(x, scale, zero_point, QKIT_SPEC_ARGS, true,
-                       "qkit.fake_quantize_with_mask");
+  return FakeQuantImpl(x, scale, zero_point, QKIT_SPEC_ARGS, true, "qkit.fake_quantize_with_mask");
 }
 
 at::Tensor FakeQuantizeBackwardOp(const at::Tensor& dy, const at::Tensor& mask) {
@@ -307,8 +305,7 @@ class FakeQuantizeFunction : public torch::autograd::Function<FakeQuantizeFuncti
   }
 };
 
-class FakeQuantizeInplaceFunction
-    : public torch::autograd::Function<FakeQuantizeInplaceFunction> {
+class FakeQuantizeInplaceFunction : public torch::autograd::Function<FakeQuantizeInplaceFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, at::Tensor x, const at::Tensor& scale,
                             const c10::optional<at::Tensor>& zero_point, const SpecArgs& a,
@@ -389,8 +386,7 @@ at::Tensor DequantizeOp(const at::Tensor& q, const at::Tensor& scale,
   const at::ScalarType compute = out_type == at::kDouble ? at::kFloat : out_type;
   at::Tensor out = at::empty(q.sizes(), q.options().dtype(compute));
   Translate([&] {
-    Dequantize(qv, spec, p.View(), ToView(out, Kind::kFloating, op, "out (dtype)"),
-               MakeContext());
+    Dequantize(qv, spec, p.View(), ToView(out, Kind::kFloating, op, "out (dtype)"), MakeContext());
   });
   return out.to(out_type);
 }
@@ -421,8 +417,7 @@ at::Tensor Accumulator(const c10::optional<at::Tensor>& acc, int64_t count, floa
 
 std::tuple<at::Tensor, at::Tensor, int64_t> MinMaxOp(const at::Tensor& x,
                                                      c10::optional<int64_t> axis,
-                                                     int64_t group_size,
-                                                     c10::string_view nonfinite,
+                                                     int64_t group_size, c10::string_view nonfinite,
                                                      const c10::optional<at::Tensor>& min_acc,
                                                      const c10::optional<at::Tensor>& max_acc) {
   const char* op = "qkit.minmax";
@@ -436,8 +431,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> MinMaxOp(const at::Tensor& x,
   at::Tensor mx = Accumulator(max_acc, count, -inf, op, "max_acc");
   int64_t skipped = 0;
   Translate([&] {
-    MinMax(xv, layout, policy, mn.data_ptr<float>(), mx.data_ptr<float>(), &skipped,
-           MakeContext());
+    MinMax(xv, layout, policy, mn.data_ptr<float>(), mx.data_ptr<float>(), &skipped, MakeContext());
   });
   return {mn, mx, skipped};
 }
@@ -453,13 +447,12 @@ std::tuple<at::Tensor, int64_t> AbsMaxOp(const at::Tensor& x, c10::optional<int6
   const int64_t count = Translate([&] { return NumParams(xv, layout, op); });
   at::Tensor amax = Accumulator(amax_acc, count, 0.0f, op, "amax_acc");
   int64_t skipped = 0;
-  Translate([&] {
-    AbsMax(xv, layout, policy, amax.data_ptr<float>(), &skipped, MakeContext());
-  });
+  Translate([&] { AbsMax(xv, layout, policy, amax.data_ptr<float>(), &skipped, MakeContext()); });
   return {amax, skipped};
 }
 
-// ---- parameter choice ----------------------------------------------------------------------------
+// ---- parameter choice
+// ----------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
     const at::Tensor& min, const at::Tensor& max, QKIT_SPEC_PARAMS, bool symmetric,
@@ -472,8 +465,7 @@ std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
   QParamsRule rule;
   rule.divisor = Parse<SymmetricDivisor>(
       divisor, {"half_range", "quant_max", "half_full_range"},
-      {SymmetricDivisor::kHalfRange, SymmetricDivisor::kQuantMax,
-       SymmetricDivisor::kHalfFullRange},
+      {SymmetricDivisor::kHalfRange, SymmetricDivisor::kQuantMax, SymmetricDivisor::kHalfFullRange},
       op, "divisor");
   rule.widen_to_zero = widen_to_zero;
   rule.degenerate = Parse<DegenerateRule>(
@@ -489,16 +481,16 @@ std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
       "zero_point_rounding");
   rule.integral_zero_point = integral_zero_point;
   rule.clamp_zero_point = clamp_zero_point;
-  rule.restriction = Parse<ScaleRestriction>(
-      restriction, {"none", "pow2_floor_log2_amax", "pow2_bernoulli"},
-      {ScaleRestriction::kNone, ScaleRestriction::kPow2FloorLog2Amax,
-       ScaleRestriction::kPow2Bernoulli},
-      op, "restriction");
-  rule.symmetric_zero_point = Parse<SymmetricZeroPoint>(
-      symmetric_zero_point, {"zero", "midpoint_up", "midpoint_down"},
-      {SymmetricZeroPoint::kZero, SymmetricZeroPoint::kMidpointUp,
-       SymmetricZeroPoint::kMidpointDown},
-      op, "symmetric_zero_point");
+  rule.restriction =
+      Parse<ScaleRestriction>(restriction, {"none", "pow2_floor_log2_amax", "pow2_bernoulli"},
+                              {ScaleRestriction::kNone, ScaleRestriction::kPow2FloorLog2Amax,
+                               ScaleRestriction::kPow2Bernoulli},
+                              op, "restriction");
+  rule.symmetric_zero_point =
+      Parse<SymmetricZeroPoint>(symmetric_zero_point, {"zero", "midpoint_up", "midpoint_down"},
+                                {SymmetricZeroPoint::kZero, SymmetricZeroPoint::kMidpointUp,
+                                 SymmetricZeroPoint::kMidpointDown},
+                                op, "symmetric_zero_point");
   CheckCpuDense(min, op, "min");
   CheckCpuDense(max, op, "max");
   TORCH_CHECK_VALUE(min.sizes() == max.sizes(), op, ": `min` has shape ", min.sizes(),

@@ -35,11 +35,11 @@ int main(int argc, char** argv) {
   auto& dispatcher = c10::Dispatcher::singleton();
 
   // LSQ, PyTorch learnable variant, SPEC §10.5 (s = 0.1, zp = 0, [-128, 127]).
-  auto lsq = dispatcher.findSchemaOrThrow("qkit::lsq", "")
-                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                   const c10::optional<at::Tensor>&, int64_t, int64_t,
-                                   c10::string_view, double, c10::optional<int64_t>,
-                                   c10::string_view, double, bool)>();
+  auto lsq =
+      dispatcher.findSchemaOrThrow("qkit::lsq", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                            int64_t, int64_t, c10::string_view, double, c10::optional<int64_t>,
+                            c10::string_view, double, bool)>();
   at::Tensor x = at::tensor({-13.0f, -0.26f, 0.04f, 0.05f, 0.15f, 12.74f, 12.8f});
   x.set_requires_grad(true);
   at::Tensor step = at::tensor({0.1f});
@@ -61,18 +61,17 @@ int main(int argc, char** argv) {
          "tqt forward (SPEC 10.6)");
 
   // fake_quantize, SPEC §10.2 A codes times the step (qint8, s = 2 / 127.5).
-  auto fq = dispatcher.findSchemaOrThrow("qkit::fake_quantize", "")
-                .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                  const c10::optional<at::Tensor>&, int64_t, bool, bool,
-                                  c10::optional<int64_t>, c10::optional<int64_t>,
-                                  c10::string_view, c10::string_view, c10::string_view,
-                                  c10::string_view, c10::optional<int64_t>, int64_t,
-                                  c10::string_view)>();
+  auto fq =
+      dispatcher.findSchemaOrThrow("qkit::fake_quantize", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                            int64_t, bool, bool, c10::optional<int64_t>, c10::optional<int64_t>,
+                            c10::string_view, c10::string_view, c10::string_view, c10::string_view,
+                            c10::optional<int64_t>, int64_t, c10::string_view)>();
   const float s = 2.0f / 127.5f;
   at::Tensor xf = at::tensor({-1.5f, -0.75f, -0.2f, 0.0f, 0.1f, 0.35f, 0.9f, 2.0f});
-  at::Tensor out = fq.call(xf, at::tensor({s}), c10::nullopt, 8, true, false, c10::nullopt,
-                           c10::nullopt, "half_to_even", "divide", "add_after_round",
-                           "propagate", c10::nullopt, 0, "clipped");
+  at::Tensor out =
+      fq.call(xf, at::tensor({s}), c10::nullopt, 8, true, false, c10::nullopt, c10::nullopt,
+              "half_to_even", "divide", "add_after_round", "propagate", c10::nullopt, 0, "clipped");
   std::vector<float> want;
   for (float q : {-96.0f, -48.0f, -13.0f, 0.0f, 6.0f, 22.0f, 57.0f, 127.0f}) want.push_back(q * s);
   Expect(Equal(out, want), "fake_quantize (SPEC 10.2 A)");

@@ -49,9 +49,9 @@ at::Tensor GradLike(const at::Tensor& grad_f32, const at::Tensor& param) {
 
 // The converted operands shared by a forward and its backward.
 struct Prepared {
-  at::Tensor x;              // compute dtype (float64 converted to float32)
+  at::Tensor x;  // compute dtype (float64 converted to float32)
   int64_t slots = 0;
-  at::Tensor p0, p1;         // float32 contiguous parameters (p1 may be undefined)
+  at::Tensor p0, p1;  // float32 contiguous parameters (p1 may be undefined)
 };
 
 Prepared Prepare(const char* op, const at::Tensor& x, c10::optional<int64_t> axis,
@@ -106,8 +106,8 @@ at::Tensor LsqForwardImpl(const at::Tensor& x, const at::Tensor& step,
   at::Tensor out = EmptyOutput(p.x);
   const LsqOptions o = a.Options(op);
   Translate([&] {
-    LsqForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), DataOrNull(p.p1),
-               p.slots, o, ToView(out, Kind::kFloating, op, "out"), MakeContext());
+    LsqForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), DataOrNull(p.p1), p.slots,
+               o, ToView(out, Kind::kFloating, op, "out"), MakeContext());
   });
   return out.to(x.scalar_type());
 }
@@ -127,7 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LsqBackwardImpl(
   Translate([&] {
     LsqBackward(ToView(d, Kind::kFloating, op, "dy"), ToView(p.x, Kind::kFloating, op, "x"),
                 DataOrNull(p.p0), DataOrNull(p.p1), p.slots, o,
-                ToView(dx, Kind::kFloating, op, "dx"), want_step ? dstep.data_ptr<float>() : nullptr,
+                ToView(dx, Kind::kFloating, op, "dx"),
+                want_step ? dstep.data_ptr<float>() : nullptr,
                 zp_grad ? dzp.data_ptr<float>() : nullptr, MakeContext());
   });
   return {dx.to(x.scalar_type()), dstep.defined() ? GradLike(dstep, step) : dstep,
@@ -141,8 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LsqBackwardOp(
     const c10::optional<at::Tensor>& zero_point, int64_t quant_min, int64_t quant_max,
     c10::string_view variant, double grad_scale, c10::optional<int64_t> axis,
     c10::string_view step_transform, double step_eps, bool fused) {
-  const LsqArgs a{quant_min, quant_max, variant,  grad_scale,
-                  axis,      step_transform, step_eps, fused};
+  const LsqArgs a{quant_min, quant_max, variant, grad_scale, axis, step_transform, step_eps, fused};
   const at::Tensor zp = zero_point.value_or(at::Tensor());
   auto [dx, dstep, dzp] = LsqBackwardImpl(dy, x, step, zp, a, true, true);
   if (!dzp.defined()) dzp = zp.defined() ? at::zeros_like(zp) : at::empty({0}, step.options());
@@ -150,13 +150,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> LsqBackwardOp(
 }
 
 at::Tensor LsqOp(const at::Tensor& x, const at::Tensor& step,
-                 const c10::optional<at::Tensor>& zero_point, int64_t quant_min,
-                 int64_t quant_max, c10::string_view variant, double grad_scale,
-                 c10::optional<int64_t> axis, c10::string_view step_transform,
-                 double step_eps, bool fused) {
-  return LsqForwardImpl(x, step, zero_point,
-                        {quant_min, quant_max, variant, grad_scale, axis, step_transform,
-                         step_eps, fused});
+                 const c10::optional<at::Tensor>& zero_point, int64_t quant_min, int64_t quant_max,
+                 c10::string_view variant, double grad_scale, c10::optional<int64_t> axis,
+                 c10::string_view step_transform, double step_eps, bool fused) {
+  return LsqForwardImpl(
+      x, step, zero_point,
+      {quant_min, quant_max, variant, grad_scale, axis, step_transform, step_eps, fused});
 }
 
 // IValue round trip of the options (strings are owned by the saved IValues).
@@ -193,9 +192,13 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const auto saved = ctx->get_saved_variables();
     const std::string variant = ctx->saved_data["variant"].toStringRef();
     const std::string transform = ctx->saved_data["step_transform"].toStringRef();
-    const LsqArgs a{ctx->saved_data["quant_min"].toInt(), ctx->saved_data["quant_max"].toInt(),
-                    variant, ctx->saved_data["grad_scale"].toDouble(), SavedAxis(ctx),
-                    transform, ctx->saved_data["step_eps"].toDouble(),
+    const LsqArgs a{ctx->saved_data["quant_min"].toInt(),
+                    ctx->saved_data["quant_max"].toInt(),
+                    variant,
+                    ctx->saved_data["grad_scale"].toDouble(),
+                    SavedAxis(ctx),
+                    transform,
+                    ctx->saved_data["step_eps"].toDouble(),
                     ctx->saved_data["fused"].toBool()};
     auto [dx, dstep, dzp] =
         LsqBackwardImpl(grads[0], saved[0], saved[1], saved[2], a,
@@ -209,15 +212,15 @@ at::Tensor LsqAutograd(const at::Tensor& x, const at::Tensor& step,
                        int64_t quant_max, c10::string_view variant, double grad_scale,
                        c10::optional<int64_t> axis, c10::string_view step_transform,
                        double step_eps, bool fused) {
-  return LsqFunction::apply(x, step, zero_point,
-                            LsqArgs{quant_min, quant_max, variant, grad_scale, axis,
-                                    step_transform, step_eps, fused});
+  return LsqFunction::apply(
+      x, step, zero_point,
+      LsqArgs{quant_min, quant_max, variant, grad_scale, axis, step_transform, step_eps, fused});
 }
 
 // ---- TQT, PACT, Clip: one parameter tensor (two for Clip) and integer options ----------------
 
-at::Tensor TqtForwardImpl(const at::Tensor& x, const at::Tensor& log2_t, int64_t qmin,
-                          int64_t qmax, c10::optional<int64_t> axis) {
+at::Tensor TqtForwardImpl(const at::Tensor& x, const at::Tensor& log2_t, int64_t qmin, int64_t qmax,
+                          c10::optional<int64_t> axis) {
   const char* op = "qkit.tqt";
   Prepared p = Prepare(op, x, axis, log2_t, "log2_t", nullptr, nullptr);
   at::Tensor out = EmptyOutput(p.x);
@@ -283,8 +286,8 @@ at::Tensor ClipForwardImpl(const at::Tensor& x, const at::Tensor& cmin, const at
   Prepared p = Prepare(op, x, axis, cmin, "cmin", &cmax, "cmax");
   at::Tensor out = EmptyOutput(p.x);
   Translate([&] {
-    LearnedClipForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0),
-                       DataOrNull(p.p1), p.slots, ClipOptions{LayoutFor(axis)},
+    LearnedClipForward(ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0), DataOrNull(p.p1),
+                       p.slots, ClipOptions{LayoutFor(axis)},
                        ToView(out, Kind::kFloating, op, "out"), MakeContext());
   });
   return out.to(x.scalar_type());
@@ -300,9 +303,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ClipBackwardImpl(
   at::Tensor gmin = want_min ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   at::Tensor gmax = want_max ? at::empty({p.slots}, at::kFloat) : at::Tensor();
   Translate([&] {
-    LearnedClipBackward(ToView(d, Kind::kFloating, op, "dy"),
-                        ToView(p.x, Kind::kFloating, op, "x"), DataOrNull(p.p0),
-                        DataOrNull(p.p1), p.slots, ClipOptions{LayoutFor(axis)},
+    LearnedClipBackward(ToView(d, Kind::kFloating, op, "dy"), ToView(p.x, Kind::kFloating, op, "x"),
+                        DataOrNull(p.p0), DataOrNull(p.p1), p.slots, ClipOptions{LayoutFor(axis)},
                         ToView(dx, Kind::kFloating, op, "dx"),
                         want_min ? gmin.data_ptr<float>() : nullptr,
                         want_max ? gmax.data_ptr<float>() : nullptr, MakeContext());
@@ -334,9 +336,11 @@ at::Tensor ClipOp(const at::Tensor& x, const at::Tensor& cmin, const at::Tensor&
                   c10::optional<int64_t> axis) {
   return ClipForwardImpl(x, cmin, cmax, axis);
 }
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ClipBackwardOp(
-    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& cmin, const at::Tensor& cmax,
-    c10::optional<int64_t> axis) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ClipBackwardOp(const at::Tensor& dy,
+                                                              const at::Tensor& x,
+                                                              const at::Tensor& cmin,
+                                                              const at::Tensor& cmax,
+                                                              c10::optional<int64_t> axis) {
   return ClipBackwardImpl(dy, x, cmin, cmax, axis, true, true);
 }
 
@@ -394,16 +398,15 @@ class ClipFunction : public torch::autograd::Function<ClipFunction> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    auto [dx, gmin, gmax] =
-        ClipBackwardImpl(grads[0], s[0], s[1], s[2], SavedAxis(ctx),
-                         ctx->saved_data["want_min"].toBool(),
-                         ctx->saved_data["want_max"].toBool());
+    auto [dx, gmin, gmax] = ClipBackwardImpl(grads[0], s[0], s[1], s[2], SavedAxis(ctx),
+                                             ctx->saved_data["want_min"].toBool(),
+                                             ctx->saved_data["want_max"].toBool());
     return {dx, gmin, gmax, at::Tensor()};
   }
 };
 
-at::Tensor TqtAutograd(const at::Tensor& x, const at::Tensor& log2_t, int64_t qmin,
-                       int64_t qmax, c10::optional<int64_t> axis) {
+at::Tensor TqtAutograd(const at::Tensor& x, const at::Tensor& log2_t, int64_t qmin, int64_t qmax,
+                       c10::optional<int64_t> axis) {
   return TqtFunction::apply(x, log2_t, qmin, qmax, axis);
 }
 at::Tensor PactAutograd(const at::Tensor& x, const at::Tensor& alpha, int64_t bits,

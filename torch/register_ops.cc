@@ -50,52 +50,66 @@ TORCH_LIBRARY(qkit, m) {
   // ste: 'clipped' (gradient masked by the bit-packed in-range mask saved by the forward),
   // 'clipped_recompute' (mask recomputed from the saved input), 'identity' (plain STE).
   m.def(("fake_quantize(Tensor x, Tensor scale, Tensor? zero_point=None, *, " + kSpec +
-        ", str ste=\"clipped\") -> Tensor").c_str());
+         ", str ste=\"clipped\") -> Tensor")
+            .c_str());
   m.def(("fake_quantize_(Tensor(a!) x, Tensor scale, Tensor? zero_point=None, *, " + kSpec +
-        ", str ste=\"clipped\") -> Tensor(a!)").c_str());
+         ", str ste=\"clipped\") -> Tensor(a!)")
+            .c_str());
   // (out, mask): mask is uint8 with ceil(numel / 8) bytes, bit i % 8 of byte i / 8 = element i
   // (row-major) inside the range.
   m.def(("fake_quantize_with_mask(Tensor x, Tensor scale, Tensor? zero_point=None, *, " + kSpec +
-        ") -> (Tensor, Tensor)").c_str());
+         ") -> (Tensor, Tensor)")
+            .c_str());
   m.def("fake_quantize_backward(Tensor dy, Tensor mask) -> Tensor");
   m.def(("fake_quantize_backward_clipped(Tensor dy, Tensor x, Tensor scale, "
-        "Tensor? zero_point=None, *, " +
-        kSpec + ") -> Tensor").c_str());
+         "Tensor? zero_point=None, *, " +
+         kSpec + ") -> Tensor")
+            .c_str());
   m.def(("quantize(Tensor x, Tensor scale, Tensor? zero_point=None, *, " + kSpec +
-        ", ScalarType? dtype=None) -> Tensor").c_str());
+         ", ScalarType? dtype=None) -> Tensor")
+            .c_str());
   m.def(("dequantize(Tensor q, Tensor scale, Tensor? zero_point=None, *, " + kSpec +
-        ", ScalarType? dtype=None) -> Tensor").c_str());
+         ", ScalarType? dtype=None) -> Tensor")
+            .c_str());
 
   // ---- reductions and parameter choice (core_ops.cc) -----------------------------------------
   // nonfinite: 'skip' | 'skip_nan' | 'propagate'. Accumulators (float32, one per slot) are
   // folded into and returned as new tensors; `skipped` counts the elements left out.
-  m.def("minmax(Tensor x, *, int? axis=None, int group_size=0, str nonfinite=\"skip\", "
-        "Tensor? min_acc=None, Tensor? max_acc=None) -> (Tensor min, Tensor max, int skipped)");
-  m.def("absmax(Tensor x, *, int? axis=None, int group_size=0, str nonfinite=\"skip\", "
-        "Tensor? amax_acc=None) -> (Tensor amax, int skipped)");
+  m.def(
+      "minmax(Tensor x, *, int? axis=None, int group_size=0, str nonfinite=\"skip\", "
+      "Tensor? min_acc=None, Tensor? max_acc=None) -> (Tensor min, Tensor max, int skipped)");
+  m.def(
+      "absmax(Tensor x, *, int? axis=None, int group_size=0, str nonfinite=\"skip\", "
+      "Tensor? amax_acc=None) -> (Tensor amax, int skipped)");
   m.def(("choose_qparams(Tensor min, Tensor max, *, " + kSpec +
-        ", bool symmetric=True, str divisor=\"half_range\", bool widen_to_zero=True, "
-        "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
-        "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
-        "bool clamp_zero_point=True, str restriction=\"none\", "
-        "str symmetric_zero_point=\"zero\") -> (Tensor scale, "
-        "Tensor zero_point)").c_str());
+         ", bool symmetric=True, str divisor=\"half_range\", bool widen_to_zero=True, "
+         "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
+         "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
+         "bool clamp_zero_point=True, str restriction=\"none\", "
+         "str symmetric_zero_point=\"zero\") -> (Tensor scale, "
+         "Tensor zero_point)")
+            .c_str());
 
   // ---- learned-range fake quantization (learned_range_ops.cc) --------------------------------
   m.def(("lsq(Tensor x, Tensor step, Tensor? zero_point=None, *, " + kLsq + ") -> Tensor").c_str());
   m.def(("lsq_backward(Tensor dy, Tensor x, Tensor step, Tensor? zero_point=None, *, " + kLsq +
-        ") -> (Tensor dx, Tensor dstep, Tensor dzero_point)").c_str());
+         ") -> (Tensor dx, Tensor dstep, Tensor dzero_point)")
+            .c_str());
   m.def("lsq_grad_scale(int numel, int quant_max) -> float", &LsqGradScaleOp);
-  m.def("tqt(Tensor x, Tensor log2_t, *, int quant_min=-127, int quant_max=127, "
-        "int? axis=None) -> Tensor");
-  m.def("tqt_backward(Tensor dy, Tensor x, Tensor log2_t, *, int quant_min=-127, "
-        "int quant_max=127, int? axis=None) -> (Tensor dx, Tensor dlog2_t)");
+  m.def(
+      "tqt(Tensor x, Tensor log2_t, *, int quant_min=-127, int quant_max=127, "
+      "int? axis=None) -> Tensor");
+  m.def(
+      "tqt_backward(Tensor dy, Tensor x, Tensor log2_t, *, int quant_min=-127, "
+      "int quant_max=127, int? axis=None) -> (Tensor dx, Tensor dlog2_t)");
   m.def("pact(Tensor x, Tensor alpha, *, int bits=8, int? axis=None) -> Tensor");
-  m.def("pact_backward(Tensor dy, Tensor x, Tensor alpha, *, int bits=8, int? axis=None) -> "
-        "(Tensor dx, Tensor dalpha)");
+  m.def(
+      "pact_backward(Tensor dy, Tensor x, Tensor alpha, *, int bits=8, int? axis=None) -> "
+      "(Tensor dx, Tensor dalpha)");
   m.def("learned_clip(Tensor x, Tensor cmin, Tensor cmax, *, int? axis=None) -> Tensor");
-  m.def("learned_clip_backward(Tensor dy, Tensor x, Tensor cmin, Tensor cmax, *, "
-        "int? axis=None) -> (Tensor dx, Tensor dcmin, Tensor dcmax)");
+  m.def(
+      "learned_clip_backward(Tensor dy, Tensor x, Tensor cmin, Tensor cmax, *, "
+      "int? axis=None) -> (Tensor dx, Tensor dcmin, Tensor dcmax)");
 
   // ---- SIMD target control (tests and benchmarks) --------------------------------------------
   m.def("available_targets() -> str[]", &AvailableTargetsOp);

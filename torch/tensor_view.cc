@@ -21,14 +21,29 @@ namespace {
 
 bool ToDType(at::ScalarType s, DType* out) {
   switch (s) {
-    case at::kFloat: *out = DType::kFloat32; return true;
-    case at::kHalf: *out = DType::kFloat16; return true;
-    case at::kBFloat16: *out = DType::kBFloat16; return true;
-    case at::kChar: *out = DType::kInt8; return true;
-    case at::kByte: *out = DType::kUInt8; return true;
-    case at::kShort: *out = DType::kInt16; return true;
-    case at::kInt: *out = DType::kInt32; return true;
-    default: return false;
+    case at::kFloat:
+      *out = DType::kFloat32;
+      return true;
+    case at::kHalf:
+      *out = DType::kFloat16;
+      return true;
+    case at::kBFloat16:
+      *out = DType::kBFloat16;
+      return true;
+    case at::kChar:
+      *out = DType::kInt8;
+      return true;
+    case at::kByte:
+      *out = DType::kUInt8;
+      return true;
+    case at::kShort:
+      *out = DType::kInt16;
+      return true;
+    case at::kInt:
+      *out = DType::kInt32;
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -39,11 +54,11 @@ TensorView ToView(const at::Tensor& t, Kind kind, const char* op, const char* na
   DType dtype;
   const bool known = ToDType(t.scalar_type(), &dtype);
   if (kind == Kind::kFloating) {
-    TORCH_CHECK_VALUE(known && IsFloating(dtype), op, ": `", name, "` has dtype ",
-                      t.scalar_type(), "; expected float32, float16 or bfloat16");
+    TORCH_CHECK_VALUE(known && IsFloating(dtype), op, ": `", name, "` has dtype ", t.scalar_type(),
+                      "; expected float32, float16 or bfloat16");
   } else {
-    TORCH_CHECK_VALUE(known && !IsFloating(dtype), op, ": `", name, "` has dtype ",
-                      t.scalar_type(), "; expected int8, uint8, int16 or int32");
+    TORCH_CHECK_VALUE(known && !IsFloating(dtype), op, ": `", name, "` has dtype ", t.scalar_type(),
+                      "; expected int8, uint8, int16 or int32");
   }
   TORCH_CHECK_VALUE(t.dim() <= kMaxDims, op, ": `", name, "` has ", t.dim(),
                     " dims; qkit supports at most ", kMaxDims);
@@ -69,8 +84,7 @@ at::Tensor AsComputeDtype(const at::Tensor& t, const char* op, const char* name)
   return t;
 }
 
-at::Tensor ParamAsFloat(const at::Tensor& t, int64_t expected, const char* op,
-                        const char* name) {
+at::Tensor ParamAsFloat(const at::Tensor& t, int64_t expected, const char* op, const char* name) {
   CheckCpuDense(t, op, name);
   TORCH_CHECK_VALUE(t.scalar_type() != at::kBool && !t.is_complex(), op, ": `", name,
                     "` has dtype ", t.scalar_type(), "; expected a real number type");
@@ -87,8 +101,10 @@ int64_t NumSlots(const at::Tensor& x, c10::optional<int64_t> axis, int64_t group
     return 1;
   }
   const int64_t nd = x.dim();
-  TORCH_CHECK_INDEX(nd >= 1, op, ": per-channel/per-group parameters need a tensor with at "
-                    "least one dim; got a 0-d tensor (`axis`=", *axis, ")");
+  TORCH_CHECK_INDEX(nd >= 1, op,
+                    ": per-channel/per-group parameters need a tensor with at "
+                    "least one dim; got a 0-d tensor (`axis`=",
+                    *axis, ")");
   TORCH_CHECK_INDEX(*axis >= -nd && *axis < nd, op, ": `axis`=", *axis,
                     " out of range for a tensor of shape ", x.sizes(), " (valid: [", -nd, ", ",
                     nd - 1, "])");
@@ -99,8 +115,8 @@ int64_t NumSlots(const at::Tensor& x, c10::optional<int64_t> axis, int64_t group
 }
 
 at::Tensor EmptyOutput(const at::Tensor& t, c10::optional<at::ScalarType> dtype) {
-  at::Tensor out = dtype.has_value() ? at::empty_like(t, t.options().dtype(*dtype))
-                                     : at::empty_like(t);
+  at::Tensor out =
+      dtype.has_value() ? at::empty_like(t, t.options().dtype(*dtype)) : at::empty_like(t);
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
   const size_t bytes = out.nbytes();
   if (bytes >= (size_t{16} << 20)) {

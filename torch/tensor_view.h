@@ -4,9 +4,9 @@
 #define QKIT_TORCH_TENSOR_VIEW_H_
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
 
 #include <cstdint>
-#include <c10/util/Optional.h>
 
 #include "qkit/context.h"
 #include "qkit/tensor.h"

@@ -39,8 +39,8 @@ struct Setup {
       }
     }
   }
-  void Backward(Which w, const TensorView& dy, const TensorView& x, const TensorView& dx,
-                float* g, const Context& ctx) const {
+  void Backward(Which w, const TensorView& dy, const TensorView& x, const TensorView& dx, float* g,
+                const Context& ctx) const {
     LsqOptions o;
     switch (w) {
       case kLsqPyTorch:
@@ -99,12 +99,12 @@ void BM_LearnedRange(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-#define QKIT_LR_BENCH(name, which)                                             \
-  BENCHMARK_TEMPLATE(BM_LearnedRange, which, false)                            \
-      ->Name("BM_" #name "Forward")                                            \
-      ->Apply(StandardArgs);                                                   \
-  BENCHMARK_TEMPLATE(BM_LearnedRange, which, true)                             \
-      ->Name("BM_" #name "Backward")                                           \
+#define QKIT_LR_BENCH(name, which)                  \
+  BENCHMARK_TEMPLATE(BM_LearnedRange, which, false) \
+      ->Name("BM_" #name "Forward")                 \
+      ->Apply(StandardArgs);                        \
+  BENCHMARK_TEMPLATE(BM_LearnedRange, which, true)  \
+      ->Name("BM_" #name "Backward")                \
       ->Apply(StandardArgs);
 
 QKIT_LR_BENCH(LsqPyTorch, kLsqPyTorch)

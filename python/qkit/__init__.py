@@ -46,3 +46,10 @@ from .ops import (  # noqa: E402,F401
     quantize,
     tqt,
 )
+
+__all__ = [
+    "absmax", "choose_qparams", "dequantize", "fake_quantize", "fake_quantize_",
+    "fake_quantize_backward", "fake_quantize_backward_clipped", "fake_quantize_with_mask",
+    "learned_clip", "library_path", "lsq", "lsq_grad_scale", "minmax", "nn", "ops", "pact",
+    "quantize", "tqt",
+]

@@ -177,7 +177,7 @@ def choose_qparams(min: Tensor, max: Tensor, *, bits: int = 8, is_signed: bool =
                 zero_point_mode, nan_mode, axis, group_size))
 
 
-# ---- learned-range fake quantization ------------------------------------------------------------
+# ---- learned-range fake quantization --------------------------------------------------------
 
 def lsq(x: Tensor, step: Tensor, zero_point: Optional[Tensor] = None, *, quant_min: int = -128,
         quant_max: int = 127, variant: str = "pytorch", grad_scale: float = 1.0,
@@ -255,7 +255,7 @@ def learned_clip_backward(dy: Tensor, x: Tensor, cmin: Tensor, cmax: Tensor, *,
     return _ops.learned_clip_backward(dy, x, cmin, cmax, axis=axis)
 
 
-# ---- SIMD target control (tests, benchmarks) ------------------------------------------------------
+# ---- SIMD target control (tests, benchmarks) --------------------------------------------------
 
 def available_targets():
     """SIMD targets compiled in and supported by this CPU, best first."""

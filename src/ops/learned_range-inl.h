@@ -114,17 +114,17 @@ HWY_INLINE VD MulAddRoundToOdd(DD dd, VD a, VD b, VD c) {
 template <class D, class V = hn::Vec<D>, hwy::EnableIf<(hn::MaxLanes(D()) == 1)>* = nullptr>
 HWY_INLINE V FusedMulAdd(D d, V a, V b, V c) {
   const hn::Rebind<double, D> dd;
-  return hn::DemoteTo(d, MulAddRoundToOdd(dd, hn::PromoteTo(dd, a), hn::PromoteTo(dd, b),
-                                          hn::PromoteTo(dd, c)));
+  return hn::DemoteTo(
+      d, MulAddRoundToOdd(dd, hn::PromoteTo(dd, a), hn::PromoteTo(dd, b), hn::PromoteTo(dd, c)));
 }
 template <class D, class V = hn::Vec<D>, hwy::EnableIf<(hn::MaxLanes(D()) > 1)>* = nullptr>
 HWY_INLINE V FusedMulAdd(D d, V a, V b, V c) {
   const hn::Half<D> dh;
   const hn::Rebind<double, decltype(dh)> dd;
   auto half = [&](auto part) {
-    return hn::DemoteTo(dh, MulAddRoundToOdd(dd, hn::PromoteTo(dd, part(a)),
-                                             hn::PromoteTo(dd, part(b)),
-                                             hn::PromoteTo(dd, part(c))));
+    return hn::DemoteTo(dh,
+                        MulAddRoundToOdd(dd, hn::PromoteTo(dd, part(a)), hn::PromoteTo(dd, part(b)),
+                                         hn::PromoteTo(dd, part(c))));
   };
   const auto lo = half([&](V v) { return hn::LowerHalf(dh, v); });
   const auto hi = half([&](V v) { return hn::UpperHalf(dh, v); });
@@ -142,8 +142,12 @@ struct LsqMegEngineOp {
   static constexpr int kTerms = 1;
   V s, z, qmin, qmax, g, zero;
   LsqMegEngineOp(D d, const internal::LsqMegEngineSlot& c)
-      : s(hn::Set(d, c.s)), z(hn::Set(d, c.z)), qmin(hn::Set(d, c.qmin)),
-        qmax(hn::Set(d, c.qmax)), g(hn::Set(d, c.g)), zero(hn::Zero(d)) {}
+      : s(hn::Set(d, c.s)),
+        z(hn::Set(d, c.z)),
+        qmin(hn::Set(d, c.qmin)),
+        qmax(hn::Set(d, c.qmax)),
+        g(hn::Set(d, c.g)),
+        zero(hn::Zero(d)) {}
 
   HWY_INLINE V Forward(D d, V x) const {
     V v = hn::Add(hn::Div(x, s), z);
@@ -170,9 +174,16 @@ struct LsqPyTorchOpT {
   static constexpr int kTerms = 2;
   V s, inv, zf, zb, qmin, qmax, g, dsb, dsa, zero;
   LsqPyTorchOpT(D d, const internal::LsqPyTorchSlot& c)
-      : s(hn::Set(d, c.s)), inv(hn::Set(d, c.inv)), zf(hn::Set(d, c.zf)), zb(hn::Set(d, c.zb)),
-        qmin(hn::Set(d, c.qmin)), qmax(hn::Set(d, c.qmax)), g(hn::Set(d, c.g)),
-        dsb(hn::Set(d, c.dscale_below)), dsa(hn::Set(d, c.dscale_above)), zero(hn::Zero(d)) {}
+      : s(hn::Set(d, c.s)),
+        inv(hn::Set(d, c.inv)),
+        zf(hn::Set(d, c.zf)),
+        zb(hn::Set(d, c.zb)),
+        qmin(hn::Set(d, c.qmin)),
+        qmax(hn::Set(d, c.qmax)),
+        g(hn::Set(d, c.g)),
+        dsb(hn::Set(d, c.dscale_below)),
+        dsa(hn::Set(d, c.dscale_above)),
+        zero(hn::Zero(d)) {}
 
   HWY_INLINE V Forward(D d, V x) const {
     const V q = hn::Add(RoundHalfEven(d, hn::Mul(x, inv)), zf);
@@ -181,7 +192,8 @@ struct LsqPyTorchOpT {
     return hn::Mul(hn::Sub(c, zf), s);
   }
   HWY_INLINE void Backward(D d, V dy, V x, V& dx, V& t0, V& t1) const {
-    const V xq = RoundHalfEven(d, kFused ? FusedMulAdd(d, x, inv, zb) : hn::Add(zb, hn::Mul(x, inv)));
+    const V xq =
+        RoundHalfEven(d, kFused ? FusedMulAdd(d, x, inv, zb) : hn::Add(zb, hn::Mul(x, inv)));
     const auto above = hn::Gt(xq, qmax);
     const auto in = hn::And(hn::Ge(xq, qmin), hn::Le(xq, qmax));  // false for NaN
     dx = hn::IfThenElse(in, dy, zero);
@@ -205,8 +217,12 @@ struct TqtOp {
   static constexpr int kTerms = 1;
   V t, qmin, qmax, lo, hi, zero;
   TqtOp(D d, const internal::TqtSlot& c)
-      : t(hn::Set(d, c.t)), qmin(hn::Set(d, c.qmin)), qmax(hn::Set(d, c.qmax)),
-        lo(hn::Set(d, c.clip_lo)), hi(hn::Set(d, c.clip_hi)), zero(hn::Zero(d)) {}
+      : t(hn::Set(d, c.t)),
+        qmin(hn::Set(d, c.qmin)),
+        qmax(hn::Set(d, c.qmax)),
+        lo(hn::Set(d, c.clip_lo)),
+        hi(hn::Set(d, c.clip_hi)),
+        zero(hn::Zero(d)) {}
 
   HWY_INLINE V Clamped(D d, V v) const {
     V r = RoundHalfAway(d, v);
@@ -372,12 +388,11 @@ HWY_INLINE void ForwardUnitT(const internal::LearnedPlan& plan, const Slot* slot
     ChunkRange(plan, k, &c, &begin, &end);
     const Op<DF> op(DF(), slots[c]);
     const Op<D1> op1(D1(), slots[c]);
-    internal::ForEachF32Block(*plan.walk, 1, begin, end,
-                              [&](const float* const* in, float* const* out,
-                                  const internal::Run& piece) {
-                                ForwardRun<Op>(op, op1, in[0], out[0],
-                                               static_cast<size_t>(piece.count));
-                              });
+    internal::ForEachF32Block(
+        *plan.walk, 1, begin, end,
+        [&](const float* const* in, float* const* out, const internal::Run& piece) {
+          ForwardRun<Op>(op, op1, in[0], out[0], static_cast<size_t>(piece.count));
+        });
   }
 }
 
@@ -391,8 +406,8 @@ HWY_INLINE float FoldLanes(float* l) {
 
 // partial0 / partial1 (nullable together: dx only) receive one value per chunk.
 template <template <class> class Op, class Slot>
-HWY_INLINE void BackwardUnitT(const internal::LearnedPlan& plan, const Slot* slots,
-                              int64_t unit, float* partial0, float* partial1) {
+HWY_INLINE void BackwardUnitT(const internal::LearnedPlan& plan, const Slot* slots, int64_t unit,
+                              float* partial0, float* partial1) {
   const int64_t first = unit * plan.chunks_per_unit;
   const int64_t last = std::min(first + plan.chunks_per_unit, plan.num_chunks);
   for (int64_t k = first; k < last; ++k) {
@@ -401,12 +416,11 @@ HWY_INLINE void BackwardUnitT(const internal::LearnedPlan& plan, const Slot* slo
     const Op<DF> op(DF(), slots[c]);
     const Op<D1> op1(D1(), slots[c]);
     if (partial0 == nullptr) {
-      internal::ForEachF32Block(*plan.walk, 2, begin, end,
-                                [&](const float* const* in, float* const* out,
-                                    const internal::Run& piece) {
-                                  BackwardRunNoTerms<Op>(op, op1, in[0], in[1], out[0],
-                                                         static_cast<size_t>(piece.count));
-                                });
+      internal::ForEachF32Block(
+          *plan.walk, 2, begin, end,
+          [&](const float* const* in, float* const* out, const internal::Run& piece) {
+            BackwardRunNoTerms<Op>(op, op1, in[0], in[1], out[0], static_cast<size_t>(piece.count));
+          });
       continue;
     }
     HWY_ALIGN float lanes0[kReductionLanes] = {};

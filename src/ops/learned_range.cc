@@ -12,14 +12,14 @@ HWY_BEFORE_NAMESPACE();
 namespace qkit::HWY_NAMESPACE {
 
 // One exported entry per op and direction (dispatched once per work unit).
-#define QKIT_LEARNED_RANGE_ENTRIES(Name, Op, Slot)                                           \
-  void Name##ForwardUnit(const internal::LearnedPlan& plan, const internal::Slot* slots,     \
-                         int64_t unit) {                                                      \
-    ForwardUnitT<Op>(plan, slots, unit);                                                      \
-  }                                                                                           \
-  void Name##BackwardUnit(const internal::LearnedPlan& plan, const internal::Slot* slots,    \
-                          int64_t unit, float* partial0, float* partial1) {                  \
-    BackwardUnitT<Op>(plan, slots, unit, partial0, partial1);                                 \
+#define QKIT_LEARNED_RANGE_ENTRIES(Name, Op, Slot)                                        \
+  void Name##ForwardUnit(const internal::LearnedPlan& plan, const internal::Slot* slots,  \
+                         int64_t unit) {                                                  \
+    ForwardUnitT<Op>(plan, slots, unit);                                                  \
+  }                                                                                       \
+  void Name##BackwardUnit(const internal::LearnedPlan& plan, const internal::Slot* slots, \
+                          int64_t unit, float* partial0, float* partial1) {               \
+    BackwardUnitT<Op>(plan, slots, unit, partial0, partial1);                             \
   }
 
 QKIT_LEARNED_RANGE_ENTRIES(LsqMegEngine, LsqMegEngineOp, LsqMegEngineSlot)
@@ -112,14 +112,12 @@ int64_t CheckLayout(const TensorView& x, const ParamLayout& layout, int64_t coun
                       << ") are not supported by learned-range ops; use per tensor or per "
                          "channel");
   QKIT_REQUIRE(x.ndim >= 0 && x.ndim <= kMaxDims, InvalidArgument,
-               caller << ": tensors may have at most " << kMaxDims << " dims; got ndim="
-                      << x.ndim);
+               caller << ": tensors may have at most " << kMaxDims << " dims; got ndim=" << x.ndim);
   const int64_t axis = internal::NormalizeLayoutAxis(x, layout, caller);
   const int64_t slots = axis < 0 ? 1 : x.shape[axis];
   QKIT_REQUIRE(count == slots, InvalidArgument,
-               caller << ": " << count << " parameter value(s) given, but "
-                      << layout.ToString() << " of a tensor of shape " << x.ShapeString()
-                      << " needs " << slots);
+               caller << ": " << count << " parameter value(s) given, but " << layout.ToString()
+                      << " of a tensor of shape " << x.ShapeString() << " needs " << slots);
   QKIT_REQUIRE(params != nullptr || count == 0, InvalidArgument,
                caller << ": null parameter array for " << count << " value(s)");
   *num_slots = slots;
@@ -148,8 +146,7 @@ Planned MakePlan(const TensorView* const* views, int n, int64_t axis, int64_t nu
   plan.chunks_per_slot = (plan.slot_numel + kReductionChunk - 1) / kReductionChunk;
   plan.num_chunks = num_slots * plan.chunks_per_slot;
   // Small slots (short channels): several whole slots per work unit, about one chunk of work.
-  plan.chunks_per_unit =
-      plan.slot_numel >= kReductionChunk ? 1 : kReductionChunk / plan.slot_numel;
+  plan.chunks_per_unit = plan.slot_numel >= kReductionChunk ? 1 : kReductionChunk / plan.slot_numel;
   plan.num_units = (plan.num_chunks + plan.chunks_per_unit - 1) / plan.chunks_per_unit;
   return p;
 }
@@ -169,9 +166,8 @@ void RunForward(const TensorView& x, const TensorView& out, int64_t axis, int64_
   Planned p = MakePlan(views, 2, axis, num_slots, caller);
   p.plan.walk = &p.walk;
   if (p.plan.num_units == 0) return;
-  internal::ParallelFor(p.plan.num_units, ctx.num_threads, [&](int64_t unit, int) {
-    pick()(p.plan, slots.data(), unit);
-  });
+  internal::ParallelFor(p.plan.num_units, ctx.num_threads,
+                        [&](int64_t unit, int) { pick()(p.plan, slots.data(), unit); });
 }
 
 // Runs the backward and folds the per-chunk partial sums in chunk order into grad0 / grad1
@@ -197,9 +193,8 @@ void RunBackward(const TensorView& dy, const TensorView& x, const TensorView& dx
   if (plan.num_units > 0) {
     float* p0 = want ? partial0.data() : nullptr;
     float* p1 = want && num_terms >= 2 ? partial1.data() : nullptr;
-    internal::ParallelFor(plan.num_units, ctx.num_threads, [&](int64_t unit, int) {
-      pick()(plan, slots.data(), unit, p0, p1);
-    });
+    internal::ParallelFor(plan.num_units, ctx.num_threads,
+                          [&](int64_t unit, int) { pick()(plan, slots.data(), unit, p0, p1); });
   }
   auto fold = [&](const std::vector<float>& partial, float* grad) {
     if (grad == nullptr) return;
@@ -218,12 +213,12 @@ void RunBackward(const TensorView& dy, const TensorView& x, const TensorView& dx
 }
 
 // Function-pointer pickers (HWY_DYNAMIC_DISPATCH yields the current target's function).
-#define QKIT_PICKERS(Name, Slot)                                                             \
-  ForwardFn<internal::Slot> Pick##Name##Forward() {                                          \
-    return &HWY_DYNAMIC_DISPATCH(Name##ForwardUnit);                                         \
-  }                                                                                          \
-  BackwardFn<internal::Slot> Pick##Name##Backward() {                                        \
-    return &HWY_DYNAMIC_DISPATCH(Name##BackwardUnit);                                        \
+#define QKIT_PICKERS(Name, Slot)                      \
+  ForwardFn<internal::Slot> Pick##Name##Forward() {   \
+    return &HWY_DYNAMIC_DISPATCH(Name##ForwardUnit);  \
+  }                                                   \
+  BackwardFn<internal::Slot> Pick##Name##Backward() { \
+    return &HWY_DYNAMIC_DISPATCH(Name##BackwardUnit); \
   }
 QKIT_PICKERS(LsqMegEngine, LsqMegEngineSlot)
 QKIT_PICKERS(LsqPyTorch, LsqPyTorchSlot)
@@ -254,11 +249,11 @@ void ValidateLsq(const float* step, const float* zero_point, int64_t count, cons
   if (zero_point != nullptr) RequireFinite(zero_point, count, caller, "zero_point");
   for (int64_t i = 0; i < count; ++i) {
     const float s = EffectiveStep(step[i], o);
-    QKIT_REQUIRE(s > 0.0f && std::isfinite(s) && std::isfinite(1.0f / s), InvalidArgument,
-                 caller << ": step " << s << " (from `step`[" << i << "]=" << step[i]
-                        << (o.step_transform == StepTransform::kAbsPlusEps ? " as |step| + eps"
-                                                                           : "")
-                        << ") must be > 0 with a finite reciprocal");
+    QKIT_REQUIRE(
+        s > 0.0f && std::isfinite(s) && std::isfinite(1.0f / s), InvalidArgument,
+        caller << ": step " << s << " (from `step`[" << i << "]=" << step[i]
+               << (o.step_transform == StepTransform::kAbsPlusEps ? " as |step| + eps" : "")
+               << ") must be > 0 with a finite reciprocal");
   }
 }
 
@@ -285,8 +280,7 @@ std::vector<internal::LsqPyTorchSlot> PyTorchSlots(const float* step, const floa
     const float zf = std::min(std::max(std::nearbyint(z), qmin), qmax);
     // Backward per tensor: int64(clamp(f32(z + 0.5f))) truncates toward zero; per channel the
     // rounded forward value is used.
-    const float zb =
-        per_tensor ? std::trunc(std::min(std::max(z + 0.5f, qmin), qmax)) : zf;
+    const float zb = per_tensor ? std::trunc(std::min(std::max(z + 0.5f, qmin), qmax)) : zf;
     slots[i] = {s, 1.0f / s, zf, zb, qmin, qmax, o.grad_scale, qmin - zb, qmax - zb};
   }
   return slots;
@@ -362,8 +356,8 @@ std::vector<internal::TqtSlot> TqtSlots(const float* log2_t, int64_t count, cons
 }
 }  // namespace
 
-void TqtForward(const TensorView& x, const float* log2_t, int64_t count,
-                const TqtOptions& options, const TensorView& out, const Context& ctx) {
+void TqtForward(const TensorView& x, const float* log2_t, int64_t count, const TqtOptions& options,
+                const TensorView& out, const Context& ctx) {
   const char* caller = "qkit::TqtForward";
   int64_t slots = 0;
   const int64_t axis = CheckLayout(x, options.layout, count, log2_t, caller, &slots);
@@ -377,15 +371,15 @@ void TqtBackward(const TensorView& dy, const TensorView& x, const float* log2_t,
   const char* caller = "qkit::TqtBackward";
   int64_t slots = 0;
   const int64_t axis = CheckLayout(x, options.layout, count, log2_t, caller, &slots);
-  RunBackward(dy, x, dx, axis, slots, TqtSlots(log2_t, count, options, caller), 1,
-              &PickTqtBackward, dlog2_t, nullptr, ctx, caller);
+  RunBackward(dy, x, dx, axis, slots, TqtSlots(log2_t, count, options, caller), 1, &PickTqtBackward,
+              dlog2_t, nullptr, ctx, caller);
 }
 
 // ---- PACT --------------------------------------------------------------------------------------
 
 namespace {
-std::vector<internal::PactSlot> PactSlots(const float* alpha, int64_t count,
-                                          const PactOptions& o, const char* caller) {
+std::vector<internal::PactSlot> PactSlots(const float* alpha, int64_t count, const PactOptions& o,
+                                          const char* caller) {
   QKIT_REQUIRE(o.bits >= 2 && o.bits <= 16, InvalidArgument,
                caller << ": `bits`=" << o.bits << " outside [2, 16]");
   RequireFinite(alpha, count, caller, "alpha");
@@ -406,13 +400,13 @@ std::vector<internal::PactSlot> PactSlots(const float* alpha, int64_t count,
 }
 }  // namespace
 
-void PactForward(const TensorView& x, const float* alpha, int64_t count,
-                 const PactOptions& options, const TensorView& out, const Context& ctx) {
+void PactForward(const TensorView& x, const float* alpha, int64_t count, const PactOptions& options,
+                 const TensorView& out, const Context& ctx) {
   const char* caller = "qkit::PactForward";
   int64_t slots = 0;
   const int64_t axis = CheckLayout(x, options.layout, count, alpha, caller, &slots);
-  RunForward(x, out, axis, slots, PactSlots(alpha, count, options, caller), &PickPactForward,
-             ctx, caller);
+  RunForward(x, out, axis, slots, PactSlots(alpha, count, options, caller), &PickPactForward, ctx,
+             caller);
 }
 
 void PactBackward(const TensorView& dy, const TensorView& x, const float* alpha, int64_t count,

@@ -16,8 +16,8 @@ struct LsqMegEngineSlot {
 };
 
 struct LsqPyTorchSlot {
-  float s, inv;       // step and f32(1 / step)
-  float zf, zb;       // forward and backward zero points (integral floats)
+  float s, inv;  // step and f32(1 / step)
+  float zf, zb;  // forward and backward zero points (integral floats)
   float qmin, qmax, g;
   float dscale_below, dscale_above;  // f32(qmin - zb), f32(qmax - zb)
 };

@@ -3,6 +3,8 @@
 // reference follows the documented reduction order), on every SIMD target, for 1 and 2
 // threads, odd sizes, strided / negative-stride / broadcast views, float16 / bfloat16, per
 // tensor and per channel; plus the SPEC §10.5 / §10.6 goldens and the argument checks.
+#include "qkit/ops/learned_range.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,7 +18,6 @@
 
 #include "qkit/context.h"
 #include "qkit/error.h"
-#include "qkit/ops/learned_range.h"
 #include "reference/learned_range_ref.h"
 #include "util/compare.h"
 #include "util/seeded_rng.h"
@@ -54,11 +55,16 @@ float RoundTo(DType dtype, float f) {
 enum class Layout { kContiguous, kPadded, kReversed, kColumnMajor, kBroadcast };
 const char* LayoutName(Layout l) {
   switch (l) {
-    case Layout::kContiguous: return "contiguous";
-    case Layout::kPadded: return "padded";
-    case Layout::kReversed: return "reversed";
-    case Layout::kColumnMajor: return "column-major";
-    case Layout::kBroadcast: return "broadcast";
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kPadded:
+      return "padded";
+    case Layout::kReversed:
+      return "reversed";
+    case Layout::kColumnMajor:
+      return "column-major";
+    case Layout::kBroadcast:
+      return "broadcast";
   }
   return "?";
 }
@@ -121,17 +127,38 @@ class TestTensor {
   float Get(int64_t i) const {
     const char* p = Address(i);
     switch (view_.dtype) {
-      case DType::kFloat16: { _Float16 h; std::memcpy(&h, p, 2); return static_cast<float>(h); }
-      case DType::kBFloat16: { uint16_t b; std::memcpy(&b, p, 2); return FromBf16(b); }
-      default: { float f; std::memcpy(&f, p, 4); return f; }
+      case DType::kFloat16: {
+        _Float16 h;
+        std::memcpy(&h, p, 2);
+        return static_cast<float>(h);
+      }
+      case DType::kBFloat16: {
+        uint16_t b;
+        std::memcpy(&b, p, 2);
+        return FromBf16(b);
+      }
+      default: {
+        float f;
+        std::memcpy(&f, p, 4);
+        return f;
+      }
     }
   }
   void Set(int64_t i, float v) {
     char* p = const_cast<char*>(Address(i));
     switch (view_.dtype) {
-      case DType::kFloat16: { const _Float16 h = static_cast<_Float16>(v); std::memcpy(p, &h, 2); break; }
-      case DType::kBFloat16: { const uint16_t b = Bf16Bits(v); std::memcpy(p, &b, 2); break; }
-      default: std::memcpy(p, &v, 4);
+      case DType::kFloat16: {
+        const _Float16 h = static_cast<_Float16>(v);
+        std::memcpy(p, &h, 2);
+        break;
+      }
+      case DType::kBFloat16: {
+        const uint16_t b = Bf16Bits(v);
+        std::memcpy(p, &b, 2);
+        break;
+      }
+      default:
+        std::memcpy(p, &v, 4);
     }
   }
 
@@ -142,7 +169,8 @@ class TestTensor {
       off += (i % view_.shape[d]) * view_.strides[d];
       i /= view_.shape[d];
     }
-    return static_cast<const char*>(view_.data) + off * static_cast<int64_t>(DTypeSize(view_.dtype));
+    return static_cast<const char*>(view_.data) +
+           off * static_cast<int64_t>(DTypeSize(view_.dtype));
   }
   std::vector<int64_t> shape_;
   std::vector<unsigned char> storage_;
@@ -162,12 +190,18 @@ int64_t SlotOf(const std::vector<int64_t>& shape, int64_t axis, int64_t i) {
 enum class Op { kLsqMegEngine, kLsqPyTorch, kLsqPyTorchFused, kTqt, kPact, kClip };
 const char* OpName(Op op) {
   switch (op) {
-    case Op::kLsqMegEngine: return "LsqMegEngine";
-    case Op::kLsqPyTorch: return "LsqPyTorch";
-    case Op::kLsqPyTorchFused: return "LsqPyTorchFused";
-    case Op::kTqt: return "Tqt";
-    case Op::kPact: return "Pact";
-    case Op::kClip: return "Clip";
+    case Op::kLsqMegEngine:
+      return "LsqMegEngine";
+    case Op::kLsqPyTorch:
+      return "LsqPyTorch";
+    case Op::kLsqPyTorchFused:
+      return "LsqPyTorchFused";
+    case Op::kTqt:
+      return "Tqt";
+    case Op::kPact:
+      return "Pact";
+    case Op::kClip:
+      return "Clip";
   }
   return "?";
 }
@@ -248,9 +282,12 @@ struct OpSetup {
       case Op::kLsqPyTorch:
       case Op::kLsqPyTorchFused:
         return ref::LsqPyTorchForward(x, Step(c), ref::ForwardZeroPoint(p1[c], lo, hi), lo, hi);
-      case Op::kTqt: return ref::TqtForward(x, p0[c], lo, hi);
-      case Op::kPact: return ref::PactForward(x, p0[c], bits);
-      case Op::kClip: return ref::ClipForward(x, p0[c], p1[c]);
+      case Op::kTqt:
+        return ref::TqtForward(x, p0[c], lo, hi);
+      case Op::kPact:
+        return ref::PactForward(x, p0[c], bits);
+      case Op::kClip:
+        return ref::ClipForward(x, p0[c], p1[c]);
     }
     return 0.0f;
   }
@@ -265,9 +302,12 @@ struct OpSetup {
         return ref::LsqPyTorchBackward(dy, x, Step(c),
                                        ref::BackwardZeroPoint(p1[c], lo, hi, per_tensor), lo, hi,
                                        grad_scale, op == Op::kLsqPyTorchFused);
-      case Op::kTqt: return ref::TqtBackward(dy, x, p0[c], lo, hi);
-      case Op::kPact: return ref::PactBackward(dy, x, p0[c]);
-      case Op::kClip: return ref::ClipBackward(dy, x, p0[c], p1[c]);
+      case Op::kTqt:
+        return ref::TqtBackward(dy, x, p0[c], lo, hi);
+      case Op::kPact:
+        return ref::PactBackward(dy, x, p0[c]);
+      case Op::kClip:
+        return ref::ClipBackward(dy, x, p0[c], p1[c]);
     }
     return {};
   }
@@ -295,9 +335,9 @@ OpSetup MakeSetup(Op op, ParamLayout layout, int64_t slots, std::mt19937_64& rng
       case Op::kLsqPyTorchFused:
         s.p0.push_back(pow2 ? std::ldexp(1.0f, -5 - static_cast<int>(c % 3))
                             : 0.005f + 0.03f * u(rng));
-        s.p1.push_back(op == Op::kLsqMegEngine ? std::round(-20.0f + 40.0f * u(rng)) +
-                                                     (c % 4 == 1 ? 0.3f : 0.0f)
-                                               : -30.0f + 60.0f * u(rng));
+        s.p1.push_back(op == Op::kLsqMegEngine
+                           ? std::round(-20.0f + 40.0f * u(rng)) + (c % 4 == 1 ? 0.3f : 0.0f)
+                           : -30.0f + 60.0f * u(rng));
         break;
       case Op::kTqt:
         s.p0.push_back(pow2 ? -5.0f - static_cast<float>(c % 3) : -6.0f + 2.0f * u(rng));
@@ -319,7 +359,8 @@ OpSetup MakeSetup(Op op, ParamLayout layout, int64_t slots, std::mt19937_64& rng
     s.qmin = -127;
     s.qmax = 127;
   }
-  if ((op == Op::kLsqPyTorch || op == Op::kLsqPyTorchFused) && slots % 2 == 1) {  // unsigned range for some cases
+  if ((op == Op::kLsqPyTorch || op == Op::kLsqPyTorchFused) &&
+      slots % 2 == 1) {  // unsigned range for some cases
     s.qmin = 0;
     s.qmax = 255;
   }
@@ -336,12 +377,12 @@ struct CaseShape {
 void CheckCase(const OpSetup& setup, const std::vector<int64_t>& shape, DType x_dtype,
                Layout x_layout, DType dy_dtype, Layout dy_layout, DType out_dtype, int threads,
                std::mt19937_64& rng, bool allow_nan, bool alias_dx_dy = false) {
-  SCOPED_TRACE(testing::Message()
-               << OpName(setup.op) << " " << setup.layout.ToString() << " x " << DTypeName(x_dtype)
-               << " " << LayoutName(x_layout) << ", dy " << DTypeName(dy_dtype) << " "
-               << LayoutName(dy_layout) << ", out " << DTypeName(out_dtype) << ", threads "
-               << threads << (alias_dx_dy ? ", dx aliases dy" : "") << ", target "
-               << CurrentTarget());
+  SCOPED_TRACE(testing::Message() << OpName(setup.op) << " " << setup.layout.ToString() << " x "
+                                  << DTypeName(x_dtype) << " " << LayoutName(x_layout) << ", dy "
+                                  << DTypeName(dy_dtype) << " " << LayoutName(dy_layout) << ", out "
+                                  << DTypeName(out_dtype) << ", threads " << threads
+                                  << (alias_dx_dy ? ", dx aliases dy" : "") << ", target "
+                                  << CurrentTarget());
   TestTensor x(shape, x_dtype, x_layout);
   TestTensor dy(shape, dy_dtype, dy_layout);
   TestTensor out(shape, out_dtype, Layout::kContiguous);
@@ -362,10 +403,18 @@ void CheckCase(const OpSetup& setup, const std::vector<int64_t>& shape, DType x_
     switch (setup.op) {
       case Op::kLsqMegEngine:
       case Op::kLsqPyTorch:
-      case Op::kLsqPyTorchFused: scale = setup.Step(c) * 100.0f; break;
-      case Op::kTqt: scale = ref::TqtThreshold(setup.p0[c]) * 100.0f; break;
-      case Op::kPact: scale = setup.p0[c]; break;
-      case Op::kClip: scale = setup.p1[c]; break;
+      case Op::kLsqPyTorchFused:
+        scale = setup.Step(c) * 100.0f;
+        break;
+      case Op::kTqt:
+        scale = ref::TqtThreshold(setup.p0[c]) * 100.0f;
+        break;
+      case Op::kPact:
+        scale = setup.p0[c];
+        break;
+      case Op::kClip:
+        scale = setup.p1[c];
+        break;
     }
     xs[i] = normal(rng) * scale;
   }
@@ -399,8 +448,7 @@ void CheckCase(const OpSetup& setup, const std::vector<int64_t>& shape, DType x_
   if (alias_dx_dy) dx = &dy;
   const int terms = NumTerms(setup.op);
   std::vector<float> g0(setup.p0.size(), 12345.0f), g1(setup.p0.size(), 12345.0f);
-  setup.Backward(dy.view(), x.view(), dx->view(), g0.data(), terms >= 2 ? g1.data() : nullptr,
-                 ctx);
+  setup.Backward(dy.view(), x.view(), dx->view(), g0.data(), terms >= 2 ? g1.data() : nullptr, ctx);
 
   std::vector<std::vector<float>> t0(setup.p0.size()), t1(setup.p0.size());
   int shown = 0;
@@ -412,9 +460,9 @@ void CheckCase(const OpSetup& setup, const std::vector<int64_t>& shape, DType x_
     const float want_dx = RoundTo(dx->view().dtype, g.dx);
     const float got_out = out.Get(i), got_dx = dx->Get(i);
     if ((!SameFloat(want_out, got_out) || !SameFloat(want_dx, got_dx)) && shown++ < 5) {
-      ADD_FAILURE() << "element " << i << " (slot " << c << ") x=" << xv
-                    << " dy=" << dy_values[i] << ": out want " << want_out << " got " << got_out
-                    << "; dx want " << want_dx << " got " << got_dx;
+      ADD_FAILURE() << "element " << i << " (slot " << c << ") x=" << xv << " dy=" << dy_values[i]
+                    << ": out want " << want_out << " got " << got_out << "; dx want " << want_dx
+                    << " got " << got_dx;
     }
     t0[c].push_back(g.t0);
     t1[c].push_back(g.t1);
@@ -499,10 +547,14 @@ TEST_P(LearnedRangeTest, PerChannelMatchesReference) {
   QKIT_SEED_TRACE();
   auto rng = test::MakeRng();
   const std::vector<CaseShape> cases = {
-      {{3, 4, 5}, ParamLayout::PerChannel(0)},     {{3, 4, 5}, ParamLayout::PerChannel(1)},
-      {{3, 4, 5}, ParamLayout::PerChannel(-1)},    {{1, 7}, ParamLayout::PerChannel(0)},
-      {{64, 33}, ParamLayout::PerChannel(0)},      {{2, 64, 9}, ParamLayout::PerChannel(1)},
-      {{1000}, ParamLayout::PerChannel(0)},        {{7, 1000}, ParamLayout::PerChannel(1)},
+      {{3, 4, 5}, ParamLayout::PerChannel(0)},
+      {{3, 4, 5}, ParamLayout::PerChannel(1)},
+      {{3, 4, 5}, ParamLayout::PerChannel(-1)},
+      {{1, 7}, ParamLayout::PerChannel(0)},
+      {{64, 33}, ParamLayout::PerChannel(0)},
+      {{2, 64, 9}, ParamLayout::PerChannel(1)},
+      {{1000}, ParamLayout::PerChannel(0)},
+      {{7, 1000}, ParamLayout::PerChannel(1)},
       {{2, kReductionChunk + 5}, ParamLayout::PerChannel(0)},
   };
   for (Op op : kAllOps) {
@@ -541,8 +593,8 @@ TEST_P(LearnedRangeTest, NullGradientsStillWriteDx) {
   LsqOptions o;
   o.variant = LsqVariant::kMegEngine;
   LsqBackward(TensorView::Contiguous(const_cast<float*>(dy), DType::kFloat32, {5}),
-              TensorView::Contiguous(const_cast<float*>(x), DType::kFloat32, {5}), &step, &zp, 1,
-              o, TensorView::Vector(dx, 5), nullptr, nullptr, Context{});
+              TensorView::Contiguous(const_cast<float*>(x), DType::kFloat32, {5}), &step, &zp, 1, o,
+              TensorView::Vector(dx, 5), nullptr, nullptr, Context{});
   const float want[5] = {1, 2, 3, 0, 0};  // 12.74 / 0.1 = 127.4 > 127: clipped (unrounded)
   EXPECT_TRUE(test::BitwiseEqual(want, dx, 5, x));
 }
@@ -602,12 +654,9 @@ TEST(LearnedRangeGoldenTest, PyTorchLearnableSpec10_5) {
 // SPEC §10.6: TQT with log2 t = -3 on qint8_narrow, dy = 1.
 TEST(LearnedRangeGoldenTest, TqtSpec10_6) {
   const std::vector<Golden> rows = {
-      {-16.0f, -15.875f, 0.0f, -11.003711700439453f},
-      {-0.3f, -0.25f, 1.0f, 0.03465736657381058f},
-      {0.1f, 0.125f, 1.0f, 0.01732867769896984f},
-      {15.9f, 15.875f, 1.0f, -0.0173284150660038f},
-      {15.95f, 15.875f, 0.0f, 11.003711700439453f},
-      {16.0f, 15.875f, 0.0f, 11.003711700439453f},
+      {-16.0f, -15.875f, 0.0f, -11.003711700439453f}, {-0.3f, -0.25f, 1.0f, 0.03465736657381058f},
+      {0.1f, 0.125f, 1.0f, 0.01732867769896984f},     {15.9f, 15.875f, 1.0f, -0.0173284150660038f},
+      {15.95f, 15.875f, 0.0f, 11.003711700439453f},   {16.0f, 15.875f, 0.0f, 11.003711700439453f},
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(testing::Message() << "x=" << r.x);
@@ -627,8 +676,8 @@ TEST(LearnedRangeGoldenTest, TqtSpec10_6) {
 // z = 1, grad_scale = 2, [-127, 127]: out = 126 s above, -128 s below, dx = 0, and
 // sum ds = (11 above - 13 below) * 127 * 2 = -508 (integers: exact in any order).
 TEST(LearnedRangeGoldenTest, MegEngineAllClippedSum) {
-  std::vector<float> x = {-121, -100, -90, -77, -64, -50, -33, -20, -15, -9, -7, -6, -5,
-                          5,    8,    13,  21,  34,  55,  60,  71,  88,  99, 109};
+  std::vector<float> x = {-121, -100, -90, -77, -64, -50, -33, -20, -15, -9, -7, -6,
+                          -5,   5,    8,   13,  21,  34,  55,  60,  71,  88, 99, 109};
   ASSERT_EQ(x.size(), 24u);
   std::vector<float> out(24), dy(24, 1.0f), dx(24, 7.0f);
   const float s = 0.02918224f, z = 1.0f;
@@ -664,8 +713,8 @@ TEST(LearnedRangeGoldenTest, PactAlpha4) {
   PactBackward(TensorView::Vector(dy, 8), TensorView::Vector(x, 8), &alpha, 1, o,
                TensorView::Vector(dx, 8), &da, Context{});
   // 63.75 * 1 = 63.75 -> 64; 127.5 -> 128 (tie to even); 254.3625 -> 254; 255 at alpha.
-  const float want_out[8] = {0.0f, 0.0f, 64.0f / 63.75f, 128.0f / 63.75f, 254.0f / 63.75f,
-                             4.0f, 4.0f, 4.0f};
+  const float want_out[8] = {0.0f, 0.0f, 64.0f / 63.75f, 128.0f / 63.75f, 254.0f / 63.75f, 4.0f,
+                             4.0f, 4.0f};
   const float want_dx[8] = {0, 0, 1, 1, 1, 0, 0, 0};
   EXPECT_TRUE(test::BitwiseEqual(want_out, out, 8, x));
   EXPECT_TRUE(test::BitwiseEqual(want_dx, dx, 8, x));
@@ -704,8 +753,8 @@ TEST(LearnedRangeGoldenTest, PyTorchZeroPointRoundingRules) {
   EXPECT_EQ(out, -2.0f);  // RNE(-2.5) = -2; -2 + 2 = 0 in range; (0 - 2) * 1
   LsqBackward(TensorView::Vector(&dy, 1), TensorView::Vector(&x, 1), &s, &z, 1, o,
               TensorView::Vector(&dx, 1), &ds, &dz, Context{});
-  EXPECT_EQ(dx, 1.0f);    // xq = RNE(3 - 2.5) = 0: in range
-  EXPECT_EQ(ds, -0.5f);   // xfq = (0 - 3) * 1 = -3; -3 - (-2.5)
+  EXPECT_EQ(dx, 1.0f);   // xq = RNE(3 - 2.5) = 0: in range
+  EXPECT_EQ(ds, -0.5f);  // xfq = (0 - 3) * 1 = -3; -3 - (-2.5)
   EXPECT_EQ(dz, 0.0f);
   o.layout = ParamLayout::PerChannel(0);
   LsqBackward(TensorView::Vector(&dy, 1), TensorView::Vector(&x, 1), &s, &z, 1, o,

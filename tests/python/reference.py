@@ -19,7 +19,8 @@ def rhaz(v):
 
 
 def clamp_keep_nan(v, lo, hi):
-    return torch.where(v < lo, torch.full_like(v, lo), torch.where(v > hi, torch.full_like(v, hi), v))
+    lo_t, hi_t = torch.full_like(v, lo), torch.full_like(v, hi)
+    return torch.where(v < lo, lo_t, torch.where(v > hi, hi_t, v))
 
 
 def _param(p, x, axis):
@@ -255,7 +256,8 @@ def fake_quant(x, scale, zero_point, qmin, qmax, rounding="half_to_even", scale_
     else:
         q = _round(v + z, rounding) + 0.0  # a -0 code is +0
     mask = (q >= qmin) & (q <= qmax)
-    c = torch.where(q < qmin, torch.full_like(q, qmin), torch.where(q > qmax, torch.full_like(q, qmax), q))
+    c = torch.where(q < qmin, torch.full_like(q, qmin),
+                    torch.where(q > qmax, torch.full_like(q, qmax), q))
     nan = torch.isnan(q)
     if nan_mode == "to_quant_min":
         c = torch.where(nan, torch.full_like(c, qmin), c)

@@ -40,12 +40,14 @@ def make_params(op, slots, gen):
         params = [step, zp]
         qkw = dict(quant_min=-128, quant_max=127, variant="megengine", grad_scale=0.75)
         call = lambda x, p, axis: qkit.lsq(x, p[0], p[1], axis=axis, **qkw)  # noqa: E731
-        refc = lambda x, dy, p, axis: ref.lsq_megengine(x, dy, p[0], p[1], -128, 127, 0.75, axis)  # noqa
+        refc = lambda x, dy, p, axis: ref.lsq_megengine(  # noqa: E731
+            x, dy, p[0], p[1], -128, 127, 0.75, axis)
         spread = step * 100
     elif op == "tqt":
         log2_t = -6.0 + 2.0 * u(slots)
         params = [log2_t]
-        call = lambda x, p, axis: qkit.tqt(x, p[0], quant_min=-127, quant_max=127, axis=axis)  # noqa
+        call = lambda x, p, axis: qkit.tqt(  # noqa: E731
+            x, p[0], quant_min=-127, quant_max=127, axis=axis)
         refc = lambda x, dy, p, axis: ref.tqt(x, dy, p[0], -127, 127, axis)  # noqa: E731
         spread = torch.pow(2.0, log2_t) * 100
     elif op == "pact":

@@ -126,7 +126,7 @@ inline float PactMultiplier(float alpha, int bits) {
 inline float PactForward(float x, float alpha, int bits) {
   const float m = PactMultiplier(alpha, bits);
   float y = x < 0.0f ? 0.0f : x;  // relu (NaN passes)
-  y = y < alpha ? y : alpha;       // torch.where(y < alpha, y, alpha)
+  y = y < alpha ? y : alpha;      // torch.where(y < alpha, y, alpha)
   const float zp = 0.0f;
   const float q = std::nearbyint(m * y - zp);
   return (q + zp) / m;

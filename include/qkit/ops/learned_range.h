@@ -2,7 +2,8 @@
 // LSQ+ kernels), TQT (MegEngine, log2 threshold), PACT (Distiller) and NVIDIA's learned-amax
 // Clip. Each op has a forward and a backward that returns the input gradient and the range
 // parameters' gradients, summed deterministically (see "Reduction order" below).
-// Formulas: ../shared/SPEC.md §3.4 (LSQ, TQT), §4.3 (Clip), §5.3 (PACT), §7.5 (learnable), §9.7.
+// Formulas: ../shared/SPEC.md §3.4 (LSQ, TQT), §4.3 (Clip), §5.3 (PACT), §7.5 (learnable),
+// §9.7 (gradients).
 #ifndef QKIT_OPS_LEARNED_RANGE_H_
 #define QKIT_OPS_LEARNED_RANGE_H_
 
@@ -64,19 +65,19 @@ enum class LsqVariant : uint8_t {
 
 // How the step parameter becomes the step s used by the formulas.
 enum class StepTransform : uint8_t {
-  kIdentity,   // s = step; REQUIRES step > 0
-  kAbsPlusEps, // s = f32(|step| + step_eps) (MegEngine's LSQ module, eps 1e-5); the step's
-               // gradient is the s-gradient times sgn(step) (0 when step == 0), as torch.abs
+  kIdentity,    // s = step; REQUIRES step > 0
+  kAbsPlusEps,  // s = f32(|step| + step_eps) (MegEngine's LSQ module, eps 1e-5); the step's
+                // gradient is the s-gradient times sgn(step) (0 when step == 0), as torch.abs
 };
 
 struct LsqOptions {
   LsqVariant variant = LsqVariant::kPyTorch;
   int64_t quant_min = -128;  // quant_min < quant_max, both within +-2^24
   int64_t quant_max = 127;
-  ParamLayout layout;        // per tensor or per channel
-  float grad_scale = 1.0f;   // g: MegEngine's grad_scale, PyTorch's grad_factor (finite)
+  ParamLayout layout;       // per tensor or per channel
+  float grad_scale = 1.0f;  // g: MegEngine's grad_scale, PyTorch's grad_factor (finite)
   StepTransform step_transform = StepTransform::kIdentity;
-  float step_eps = 0.0f;     // kAbsPlusEps only: finite, >= 0
+  float step_eps = 0.0f;  // kAbsPlusEps only: finite, >= 0
   // kPyTorch backward only: evaluate zb + x * inv and (xq - zb) * s - x (= xfq - x) with one
   // rounding each (fused multiply-add), as torch's CPU kernels do when compiled with FMA
   // contraction: its AVX2 / AVX-512 kernel builds, e.g. Debian's 1.13 on such CPUs (its
@@ -116,8 +117,8 @@ struct TqtOptions {
   ParamLayout layout;
 };
 
-void TqtForward(const TensorView& x, const float* log2_t, int64_t count,
-                const TqtOptions& options, const TensorView& out, const Context& ctx);
+void TqtForward(const TensorView& x, const float* log2_t, int64_t count, const TqtOptions& options,
+                const TensorView& out, const Context& ctx);
 void TqtBackward(const TensorView& dy, const TensorView& x, const float* log2_t, int64_t count,
                  const TqtOptions& options, const TensorView& dx, float* dlog2_t,
                  const Context& ctx);
@@ -134,8 +135,8 @@ struct PactOptions {
   ParamLayout layout;
 };
 
-void PactForward(const TensorView& x, const float* alpha, int64_t count,
-                 const PactOptions& options, const TensorView& out, const Context& ctx);
+void PactForward(const TensorView& x, const float* alpha, int64_t count, const PactOptions& options,
+                 const TensorView& out, const Context& ctx);
 void PactBackward(const TensorView& dy, const TensorView& x, const float* alpha, int64_t count,
                   const PactOptions& options, const TensorView& dx, float* dalpha,
                   const Context& ctx);
