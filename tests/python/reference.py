@@ -229,8 +229,9 @@ def _round(v, rounding):
 
 def fake_quant(x, scale, zero_point, qmin, qmax, rounding="half_to_even", scale_mode="divide",
                zero_point_mode="add_after_round", nan_mode="propagate", axis=None,
-               group_size=0):
-    """(out, in_range mask) of qkit's fake quantization, written from docs/numerics.md."""
+               group_size=0, codes=False):
+    """(out, in_range mask) of qkit's fake quantization, written from docs/numerics.md; with
+    codes=True, the clamped integer codes (as float32) instead of out."""
     xf = x.float()
     if group_size:
         # Per group along `axis`: expand each parameter over its group.
@@ -261,6 +262,8 @@ def fake_quant(x, scale, zero_point, qmin, qmax, rounding="half_to_even", scale_
     nan = torch.isnan(q)
     if nan_mode == "to_quant_min":
         c = torch.where(nan, torch.full_like(c, qmin), c)
+    if codes:
+        return c, mask
     if scale_mode == "multiplier":
         out = (c - z) / torch.where(s == 0, torch.ones_like(s), s)
     else:

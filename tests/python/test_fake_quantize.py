@@ -178,6 +178,21 @@ def test_in_place(gen):
         _assert_same(z, want)
 
 
+@pytest.mark.parametrize("rounding,scale_mode", [("half_to_even", "divide"),
+                                                 ("half_away_from_zero", "multiplier"),
+                                                 ("floor_add_half", "multiply_reciprocal")])
+def test_quantize_codes_match_reference(rounding, scale_mode, gen):
+    x = _finite_for_torch(_data((7, 300), gen), 1.0).t()  # non-contiguous
+    scale = torch.rand(7, generator=gen) + 0.2
+    zp = torch.randint(-3, 3, (7,), generator=gen).float()
+    kw = dict(rounding=rounding, scale_mode=scale_mode, axis=1, quant_min=-50, quant_max=60)
+    q = qkit.quantize(x, scale, zp, dtype=torch.int16, **kw)
+    want, _ = ref.fake_quant(x, scale, zp, -50, 60, rounding, scale_mode, axis=1, codes=True)
+    assert q.dtype == torch.int16
+    _assert_same(q.float(), want)
+    _assert_same(qkit.dequantize(q, scale, zp, **kw), qkit.fake_quantize(x, scale, zp, **kw))
+
+
 def test_quantize_dequantize_round_trip(gen):
     x = _finite_for_torch(_data((3, 200), gen), 1.0)
     for kw, dtype in ((dict(), torch.int8), (dict(is_signed=False), torch.uint8),
