@@ -48,14 +48,16 @@ class RunningMinMaxObserver(nn.Module):
     """Running min / max per tensor or per channel (``ch_axis``), NaN and ±Inf skipped and
     counted. State (buffers): ``min_val``, ``max_val`` (float32, one per slot; +inf / -inf while
     a slot has seen nothing), ``observed`` and ``skipped`` (int64 element counts). An observer
-    that has seen nothing returns scale 1, zero point 0."""
+    that has seen nothing returns scale 1, zero point 0. ``factory_kwargs`` (passed by
+    torch.ao's QAT modules) is accepted; the state stays float32 / int64 on the CPU."""
 
     def __init__(self, quant_min: Optional[int] = None, quant_max: Optional[int] = None,
                  dtype: torch.dtype = torch.qint8,
                  qscheme: torch.qscheme = torch.per_tensor_symmetric,
                  ch_axis: Optional[int] = None, eps: float = 2.0 ** -23,
                  divisor: str = "half_range", widen_to_zero: bool = True,
-                 degenerate: str = "floor_at_eps", **unused: Any) -> None:
+                 degenerate: str = "floor_at_eps",
+                 factory_kwargs: Optional[Dict[str, Any]] = None, **unused: Any) -> None:
         super().__init__()
         if unused:
             raise TypeError(f"RunningMinMaxObserver: unexpected arguments {sorted(unused)}")
