@@ -334,6 +334,12 @@ class FakeQuantizeInplaceFunction : public torch::autograd::Function<FakeQuantiz
 at::Tensor FakeQuantizeAutograd(const at::Tensor& x, const at::Tensor& scale,
                                 const c10::optional<at::Tensor>& zero_point, QKIT_SPEC_PARAMS,
                                 c10::string_view ste) {
+  if (!(at::GradMode::is_enabled() && x.requires_grad())) {  // no graph: no mask to keep
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ParseSte(ste, "qkit.fake_quantize");
+    return std::get<0>(
+        FakeQuantImpl(x, scale, zero_point, QKIT_SPEC_ARGS, false, "qkit.fake_quantize"));
+  }
   return FakeQuantizeFunction::apply(x, scale, zero_point, QKIT_SPEC_ARGS,
                                      ParseSte(ste, "qkit.fake_quantize"));
 }
@@ -341,6 +347,13 @@ at::Tensor FakeQuantizeAutograd(const at::Tensor& x, const at::Tensor& scale,
 at::Tensor& FakeQuantizeInplaceAutograd(at::Tensor& x, const at::Tensor& scale,
                                         const c10::optional<at::Tensor>& zero_point,
                                         QKIT_SPEC_PARAMS, c10::string_view ste) {
+  if (!(at::GradMode::is_enabled() && x.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ParseSte(ste, "qkit.fake_quantize_");
+    FakeQuantInplaceImpl(x, scale, zero_point, QKIT_SPEC_ARGS, false, "qkit.fake_quantize_");
+    x.unsafeGetTensorImpl()->bump_version();
+    return x;
+  }
   FakeQuantizeInplaceFunction::apply(x, scale, zero_point, QKIT_SPEC_ARGS,
                                      ParseSte(ste, "qkit.fake_quantize_"));
   return x;
