@@ -311,16 +311,11 @@ template <class D, ScaleMode S, int kStep>
 class ParamSource {
  public:
   ParamSource(D d, const FqRunArgs& a)
-      : t_(a.t),
-        before_(hn::FirstN(d, a.zp_before_round ? hn::Lanes(d) : 0)),
-        neg0_(hn::Set(d, -0.0f)),
-        pos0_(hn::Zero(d)) {
+      : t_(a.t), before_(a.zp_before_round), neg0_(hn::Set(d, -0.0f)), pos0_(hn::Zero(d)) {
     if constexpr (kStep == 0) {
       b_ = Make(hn::Set(d, t_.qa[0]), hn::Set(d, t_.da[0]), hn::Set(d, t_.z[0]));
     }
   }
-  // kStep 1: continue with other tables (the next tile segment of a periodic run).
-  HWY_INLINE void SetTables(const FqTables& t) { t_ = t; }
   HWY_INLINE ParamVecs<D> Full(D d, size_t i) const {
     if constexpr (kStep == 0) {
       return b_;
@@ -343,11 +338,13 @@ class ParamSource {
 
  private:
   HWY_INLINE ParamVecs<D> Make(hn::Vec<D> qa, hn::Vec<D> da, hn::Vec<D> z) const {
-    return {qa, da, z, hn::IfThenElse(before_, z, neg0_), hn::IfThenElse(before_, pos0_, z)};
+    // A predictable branch (the mode is fixed per call), cheaper than two blends per vector.
+    if (before_) return {qa, da, z, z, pos0_};
+    return {qa, da, z, neg0_, z};
   }
 
   FqTables t_;
-  hn::Mask<D> before_;
+  bool before_;
   hn::Vec<D> neg0_, pos0_;
   ParamVecs<D> b_;
 };
@@ -368,10 +365,11 @@ HWY_INLINE Codes<D> ComputeCodes(D d, hn::Vec<D> x, const ParamVecs<D>& p, hn::V
   const auto q = hn::Add(RoundBy<R>(d, hn::Add(v, p.zb)), p.za);
   Codes<D> r;
   r.in_range = hn::And(hn::Ge(q, qmin), hn::Le(q, qmax));
-  // Clamp by compare + select, not Min/Max: NaN passes through unchanged (handled by the
-  // caller from `nan`), and a code equal to a bound keeps its own sign of zero on every target.
-  auto c = hn::IfThenElse(hn::Lt(q, qmin), qmin, q);
-  r.c = hn::IfThenElse(hn::Gt(c, qmax), qmax, c);
+  // Min/Max is exact here on every target: q is never -0 (codes are normalised, see
+  // ParamVecs) and neither are the bounds, so the operand-order dependence of SIMD min/max on
+  // {+0, -0} cannot arise. For NaN q the result is target-specific, so callers overwrite the NaN
+  // lanes from `nan` (STYLE C7).
+  r.c = hn::Min(hn::Max(q, qmin), qmax);
   r.nan = hn::IsNaN(x);
   return r;
 }
@@ -415,20 +413,11 @@ class FakeQuantOp {
         params_(d, a),
         qmin_(hn::Set(d, a.qmin)),
         qmax_(hn::Set(d, a.qmax)),
-        to_qmin_(hn::FirstN(d, a.nan_to_qmin ? hn::Lanes(d) : 0)),
+        to_qmin_(a.nan_to_qmin),
         x_(x),
         out_(out),
-        want_stream_(a.stream),
-        stream_(want_stream_ && Aligned(out)) {}
-
-  // Continues with the next tile segment of a periodic run (kStep 1).
-  HWY_INLINE void Retarget(const FqTables& t, const float* x, float* out) {
-    params_.SetTables(t);
-    x_ = x;
-    out_ = out;
-    streamed_ |= stream_;
-    stream_ = want_stream_ && Aligned(out);
-  }
+        stream_(a.stream &&
+                reinterpret_cast<uintptr_t>(out) % (hn::Lanes(d) * sizeof(float)) == 0) {}
 
   HWY_INLINE hn::Mask<D> Full(size_t i) {
     const V y = Compute(hn::LoadU(d_, x_ + i), params_.Full(d_, i));
@@ -444,32 +433,28 @@ class FakeQuantOp {
     StorePart(d_, y, out_ + i, n);
     return last_in_range_;
   }
-  bool streamed() const { return streamed_ || stream_; }
+  bool streamed() const { return stream_; }
 
  private:
-  static bool Aligned(const float* p) {
-    return reinterpret_cast<uintptr_t>(p) % (hn::Lanes(D()) * sizeof(float)) == 0;
-  }
   HWY_INLINE V Compute(V x, const ParamVecs<D>& p) {
     const Codes<D> k = ComputeCodes<R, S>(d_, x, p, qmin_, qmax_);
     last_in_range_ = k.in_range;
-    // NanMode::kToQuantMin: a NaN element gets the code qmin (and mask 0).
-    const V c = hn::IfThenElse(hn::And(k.nan, to_qmin_), qmin_, k.c);
-    const V y = Dequant<S>(hn::Sub(c, p.z), p.da);
-    // NanMode::kPropagate (and kError, which never gets here with NaN): out = x, bit for bit.
-    return hn::IfThenElse(hn::AndNot(to_qmin_, k.nan), x, y);
+    const V y = Dequant<S>(hn::Sub(k.c, p.z), p.da);
+    if (HWY_LIKELY(hn::AllFalse(d_, k.nan))) return y;
+    // The NaN lanes, by the NaN policy. kToQuantMin: the code qmin, dequantized (mask 0).
+    if (to_qmin_) return hn::IfThenElse(k.nan, Dequant<S>(hn::Sub(qmin_, p.z), p.da), y);
+    // kPropagate (and kError, which never gets here with NaN): x itself, bit for bit.
+    return hn::IfThenElse(k.nan, x, y);
   }
 
   D d_;
   ParamSource<D, S, kStep> params_;
   V qmin_, qmax_;
-  hn::Mask<D> to_qmin_;
+  bool to_qmin_;
   hn::Mask<D> last_in_range_;
   const float* x_;
   float* out_;  // may alias x_ exactly (in place)
-  bool want_stream_;
   bool stream_;
-  bool streamed_ = false;
 };
 
 // Calls fn(tables, offset, count) for the segments of a run: the whole run, or with periodic
@@ -494,12 +479,17 @@ template <Rounding R, ScaleMode S, int kStep>
 HWY_NOINLINE bool FakeQuantizeRunT(const FqRunArgs& a, const float* x, float* out, size_t n,
                                    uint8_t* mask, int64_t bit_pos) {
   hn::ScalableTag<float> d;
-  FakeQuantOp<R, S, kStep, decltype(d)> op(d, a, x, out);
+  bool streamed = false;
   ForEachSegment(a, n, [&](const FqTables& t, size_t off, size_t len) HWY_ATTR {
-    op.Retarget(t, x + off, out + off);
+    // A local op per segment (a few broadcasts), so that nothing of it escapes and the loop
+    // keeps every parameter in registers.
+    FqRunArgs s = a;
+    s.t = t;
+    FakeQuantOp<R, S, kStep, decltype(d)> op(d, s, x + off, out + off);
     DriveWithMaskOut(d, len, mask, bit_pos + static_cast<int64_t>(off), op);
+    streamed |= op.streamed();
   });
-  return op.streamed();
+  return streamed;
 }
 
 // ------------------------------ Quantize (codes as floats; NaN -> qmin, reported)
@@ -570,10 +560,10 @@ HWY_NOINLINE void DequantizeRunT(const FqRunArgs& a, const float* q, float* out,
 // ------------------------------ backward, clipped (mask recomputed from x)
 
 template <Rounding R, ScaleMode S, int kStep, class D>
-HWY_INLINE void BackwardClippedSegment(D d, const FqRunArgs& a,
-                                       const ParamSource<D, S, kStep>& params, const float* dy,
-                                       const float* x, float* dx, size_t n) {
+HWY_INLINE void BackwardClippedSegment(D d, const FqRunArgs& a, const float* dy, const float* x,
+                                       float* dx, size_t n) {
   const size_t N = hn::Lanes(d);
+  const ParamSource<D, S, kStep> params(d, a);
   const auto qmin = hn::Set(d, a.qmin);
   const auto qmax = hn::Set(d, a.qmax);
   const bool stream = a.stream && reinterpret_cast<uintptr_t>(dx) % (N * sizeof(float)) == 0;
@@ -598,10 +588,10 @@ template <Rounding R, ScaleMode S, int kStep>
 HWY_NOINLINE void BackwardClippedRunT(const FqRunArgs& a, const float* dy, const float* x,
                                       float* dx, size_t n) {
   hn::ScalableTag<float> d;
-  ParamSource<decltype(d), S, kStep> params(d, a);
   ForEachSegment(a, n, [&](const FqTables& t, size_t off, size_t len) HWY_ATTR {
-    params.SetTables(t);
-    BackwardClippedSegment<R, S, kStep>(d, a, params, dy + off, x + off, dx + off, len);
+    FqRunArgs s = a;
+    s.t = t;
+    BackwardClippedSegment<R, S, kStep>(d, s, dy + off, x + off, dx + off, len);
   });
 }
 

@@ -66,7 +66,8 @@ inline bool InRangeRef(float x, float scale, float zp, const QuantSpec& spec) {
   return q >= static_cast<float>(spec.QuantMin()) && q <= static_cast<float>(spec.QuantMax());
 }
 
-// Clamp written as comparisons: a code equal to a bound keeps its own value (and sign of zero).
+// Clamp written as comparisons (the kernels use Min/Max, which agrees because codes are never
+// -0; NaN is handled before the clamp here).
 inline float ClampRef(float q, float lo, float hi) {
   if (q < lo) return lo;
   if (q > hi) return hi;
