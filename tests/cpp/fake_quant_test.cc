@@ -247,6 +247,13 @@ struct Params {
   float s(int64_t slot) const { return scale[static_cast<size_t>(slot)]; }
 };
 
+Params PerTensor(float scale, float zp = 0.0f) {
+  Params p;
+  p.scale = {scale};
+  p.zero_point = {zp};
+  return p;
+}
+
 std::string Describe(const QuantSpec& spec) {
   const char* nan = spec.nan_mode == NanMode::kPropagate    ? "propagate"
                     : spec.nan_mode == NanMode::kToQuantMin ? "to_qmin"
@@ -607,6 +614,28 @@ TEST_P(FakeQuantTest, NullZeroPointMeansZero) {
   x.Fill(RandomInputs(spec, p, shape, rng));
   Tensor out(DType::kFloat32, shape);
   EXPECT_TRUE(CheckFakeQuant(x, &out, spec, p, 1));
+}
+
+// A -0.0 zero point counts as +0: codes are integers, never -0, in both placements; and small
+// negative inputs (code -0 before normalisation) give +0 outputs.
+TEST_P(FakeQuantTest, NegativeZeroZeroPoint) {
+  for (ZeroPointMode zm : {ZeroPointMode::kAddAfterRound, ZeroPointMode::kAddBeforeRound}) {
+    for (Rounding r :
+         {Rounding::kHalfToEven, Rounding::kHalfAwayFromZero, Rounding::kFloorAddHalf}) {
+      QuantSpec spec;
+      spec.zero_point_mode = zm;
+      spec.rounding = r;
+      const Params p = PerTensor(0.5f, -0.0f);
+      const std::vector<float> xs = {-0.0f, 0.0f, -0.1f, 0.1f, -0.2f, -1e-30f, -0.25f, 3.0f};
+      Tensor x(DType::kFloat32, {static_cast<int64_t>(xs.size())});
+      x.Fill(xs);
+      Tensor out(DType::kFloat32, x.shape());
+      ASSERT_TRUE(CheckFakeQuant(x, &out, spec, p, 1));
+      for (int64_t i = 0; i < 6; ++i) {
+        EXPECT_TRUE(SameFloat(out.Get(i), 0.0f)) << "x=" << xs[static_cast<size_t>(i)];
+      }
+    }
+  }
 }
 
 // Every special value against every option, at every position of a vector (head, body, tail).
@@ -1019,13 +1048,6 @@ std::vector<float> Fake(const std::vector<float>& xs, const QuantSpec& spec, con
   Tensor out(DType::kFloat32, {static_cast<int64_t>(xs.size())});
   FakeQuantize(x.view(), spec, p.View(), out.view(), nullptr, Context{});
   return out.GetAll();
-}
-
-Params PerTensor(float scale, float zp = 0.0f) {
-  Params p;
-  p.scale = {scale};
-  p.zero_point = {zp};
-  return p;
 }
 
 // SPEC.md §10.3 / §9.1: s = 0.5, x/s in {-2.5, -1.5, -0.5, 0.5, 1.5, 2.5}.
