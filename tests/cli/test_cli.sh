@@ -114,9 +114,10 @@ check('clipped', r['clipped_fraction'], clipped, 1e-12)
 check('sqnr', r['sqnr_db'], sqnr, 1e-9)
 " "$flags"
   done
-  # Exact quantization: SQNR is +inf in the table and null in the JSON.
-  "$PY" -c 'import numpy as np; np.save("exact.npy", np.array([-127.5, 0, 1, 2], np.float32))'
-  run 0 calibrate exact.npy --method minmax --json e.json && {
+  # Exact quantization (narrow range: scale 127 / 127 = 1, integer data): SQNR is +inf in the
+  # table and null in the JSON.
+  "$PY" -c 'import numpy as np; np.save("exact.npy", np.array([-127, 0, 1, 127], np.float32))'
+  run 0 calibrate exact.npy --method minmax --narrow-range --json e.json && {
     grep -qE '^minmax .* inf ' out.txt || fail "exact: want sqnr inf: $(cat out.txt)"
     py "import json; r = json.load(open('e.json'))['files'][0]['methods'][0]; assert r['sqnr_db'] is None, r"
   }

@@ -25,6 +25,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -496,7 +497,13 @@ int RunCalibrate(Options& o) {
       std::fprintf(stderr, "qkit: %s: out of memory\n", file.c_str());
       return kExitBadInput;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "qkit: %s: %s\n", file.c_str(), OneLine(e.what()).c_str());
+      // The reader's messages already start with the file name.
+      const std::string msg = OneLine(e.what());
+      if (msg.rfind(file + ":", 0) == 0) {
+        std::fprintf(stderr, "qkit: %s\n", msg.c_str());
+      } else {
+        std::fprintf(stderr, "qkit: %s: %s\n", file.c_str(), msg.c_str());
+      }
       return kExitBadInput;
     }
     if (results.size() > 1) std::printf("\n");
@@ -528,6 +535,8 @@ int main(int argc, char** argv) {
                   "percentile; default: all available in this build")
       ->check(CLI::IsMember(kAllMethods))
       ->expected(1)
+      ->allow_extra_args(false)  // one value per --method, so FILEs after it stay positional
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->type_name("METHOD");
   cal->add_option("-b,--bits", o.bits, "Bits per code (2..16)")->check(CLI::Range(2, 16));
   cal->add_flag("--unsigned", o.is_unsigned, "Unsigned range [0, 2^b-1]");
