@@ -193,6 +193,18 @@ PYEOF
     grep -q "$f" err.txt || fail "$f: message does not name the file: $(cat err.txt)"
     [[ $(wc -l <err.txt) == 1 ]] || fail "$f: want a one-line message: $(cat err.txt)"
   done
+  # Non-finite values are left out of the statistics and counted; an all-NaN tensor has
+  # nothing to calibrate on (exit 1).
+  "$PY" -c 'import numpy as np; np.save("nan.npy", np.array([1, np.nan, -2, np.inf], np.float32)); np.save("allnan.npy", np.full(5, np.nan, np.float32))'
+  run 0 calibrate nan.npy --method minmax --json n.json && py "$REF
+r = method(json.load(open('n.json')), 'minmax')
+check('nonfinite', r['nonfinite_count'], 2)
+check('scale', r['scale'][0], float(sym_scale(2)))
+"
+  run 1 calibrate allnan.npy && { grep -q 'allnan.npy' err.txt || fail "allnan: $(cat err.txt)"; }
+  # The JSON cannot be written: exit 1 naming the path.
+  run 1 calibrate nan.npy --json no_such_dir/out.json && {
+    grep -q 'no_such_dir/out.json' err.txt || fail "json path: $(cat err.txt)"; }
   # A bad file after a good one still fails, and no JSON is written.
   "$PY" -c 'import numpy as np; np.save("ok.npy", np.ones(4, np.float32))'
   run 1 calibrate ok.npy truncated.npy --json j.json && { [[ -e j.json ]] && fail "JSON written on failure"; }
