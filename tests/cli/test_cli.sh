@@ -211,6 +211,14 @@ check('scale', r['scale'][0], float(sym_scale(2)))
   ;;
 usage)
   "$PY" -c 'import numpy as np; np.save("ok.npy", np.ones(4, np.float32))'
+  # The histogram methods: usage error when this build lacks them, a row each when it has them.
+  run 0 calibrate ok.npy --json all.json
+  if grep -q '"entropy"' all.json; then
+    run 0 calibrate ok.npy --method entropy --method percentile --percentile 99.9
+  else
+    run 2 calibrate ok.npy --method entropy
+    grep -q 'not available' err.txt || fail "entropy: $(cat err.txt)"
+  fi
   run 2 calibrate ok.npy --no-such-flag
   run 2 calibrate ok.npy --bits 17
   run 2 calibrate ok.npy --bits 1
