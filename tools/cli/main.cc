@@ -383,11 +383,11 @@ void PrintTable(const FileResult& fr, const qkit::QuantSpec& spec) {
               ShapeString(fr.shape).c_str(), static_cast<long long>(fr.numel),
               spec.ToString().c_str());
   const bool per_channel = !fr.methods.empty() && fr.methods[0].scale.size() > 1;
-  std::printf("%-10s %14s %10s %10s %10s %10s\n", "method",
+  std::printf("%-12s %14s %10s %10s %10s %10s\n", "method",
               per_channel ? "scale[0]" : "scale", per_channel ? "zp[0]" : "zero_pt", "clipped",
               "sqnr_db", "time_ms");
   for (const MethodResult& r : fr.methods) {
-    std::printf("%-10s %14s %10s %10s %10s %10s\n", r.method.c_str(),
+    std::printf("%-12s %14s %10s %10s %10s %10s\n", r.method.c_str(),
                 FormatDouble("%.8g", r.scale[0]).c_str(),
                 FormatDouble("%g", r.zero_point[0]).c_str(),
                 FormatDouble("%.6f", r.clipped_fraction).c_str(),
