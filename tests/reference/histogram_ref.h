@@ -1,0 +1,185 @@
+// Plain scalar references for the histogram op, written from SPEC.md §4.6 / §7.7 and the
+// NumPy 1.24 / PyTorch sources they describe (np.histogram's uniform-bin fast path,
+// np.linspace, torch.histc's linear interpolation), not from qkit's kernel: one element at a
+// time, float32 arithmetic spelled out with explicit float temporaries.
+#ifndef QKIT_TESTS_REFERENCE_HISTOGRAM_REF_H_
+#define QKIT_TESTS_REFERENCE_HISTOGRAM_REF_H_
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace qkit::ref {
+
+struct HistRefResult {
+  std::vector<int64_t> counts;
+  int64_t nonfinite = 0;
+  int64_t out_of_range = 0;
+};
+
+inline float RefSat(double v) {
+  return v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : static_cast<float>(v);
+}
+
+// torch.histc(x, bins=nbins, min=lo, max=hi) on the CPU. divide_first selects PyTorch <= 1.13.
+// The float64 fallback for ranges whose float32 formula overflows is qkit's documented rule.
+inline HistRefResult HistcRef(const std::vector<float>& xs, double lo, double hi, int64_t nbins,
+                              bool divide_first, bool abs_input) {
+  HistRefResult r;
+  r.counts.assign(static_cast<size_t>(nbins), 0);
+  const float left = RefSat(lo), right = RefSat(hi);
+  const float width = right - left;
+  const float fbins = static_cast<float>(nbins);
+  bool overflow = std::isinf(width);
+  if (!divide_first) {
+    const float big = width * fbins;
+    overflow = overflow || std::isinf(big);
+  }
+  for (float x : xs) {
+    if (abs_input) x = std::fabs(x);
+    if (std::isnan(x) || std::isinf(x)) {
+      r.nonfinite++;
+      continue;
+    }
+    if (x < left || x > right) {
+      r.out_of_range++;
+      continue;
+    }
+    int64_t pos;
+    if (overflow) {
+      double t = (static_cast<double>(x) - static_cast<double>(left)) * static_cast<double>(nbins) /
+                 (static_cast<double>(right) - static_cast<double>(left));
+      t = std::min(std::max(t, 0.0), static_cast<double>(nbins));
+      pos = static_cast<int64_t>(t);
+    } else if (divide_first) {
+      const float diff = x - left;
+      const float frac = diff / width;
+      const float scaled = frac * fbins;
+      pos = static_cast<int64_t>(scaled);
+    } else {
+      const float diff = x - left;
+      const float scaled = diff * fbins;
+      const float q = scaled / width;
+      pos = static_cast<int64_t>(q);
+    }
+    if (pos >= nbins) pos = nbins - 1;  // the right edge belongs to the last bin
+    r.counts[static_cast<size_t>(pos)]++;
+  }
+  return r;
+}
+
+// np.linspace(lo, hi, nbins + 1, dtype=float32), computed as NumPy 1.24 does it.
+inline std::vector<float> NumpyLinspaceRef(double start, double stop, int64_t nbins) {
+  const int64_t num = nbins + 1;
+  const double div = static_cast<double>(num - 1);
+  const double delta = stop - start;
+  const double step = delta / div;
+  std::vector<double> y(static_cast<size_t>(num));
+  for (int64_t k = 0; k < num; ++k) {
+    double v = static_cast<double>(k);
+    if (step == 0) {
+      v = v / div;
+      v = v * delta;
+    } else {
+      v = v * step;
+    }
+    y[static_cast<size_t>(k)] = v + start;
+  }
+  y.back() = stop;
+  std::vector<float> e(y.size());
+  for (size_t k = 0; k < y.size(); ++k) e[k] = RefSat(y[k]);
+  return e;
+}
+
+// np.histogram(x, bins=nbins, range=(lo, hi)) for a float32 array x, NumPy 1.x promotion:
+// range scalars given as float32 (f64_range false) or float64 (true).
+inline HistRefResult NumpyHistRef(const std::vector<float>& xs, double lo, double hi, int64_t nbins,
+                                  bool f64_range, bool abs_input) {
+  HistRefResult r;
+  r.counts.assign(static_cast<size_t>(nbins), 0);
+  double first = lo, last = hi;
+  if (first == last) {  // _get_outer_edges: widen an empty range (float64 arithmetic)
+    first -= 0.5;
+    last += 0.5;
+    f64_range = true;
+  }
+  const std::vector<float> edges = NumpyLinspaceRef(first, last, nbins);
+  const float first32 = RefSat(first), last32 = RefSat(last);
+  const double lim = FLT_MAX;
+  double denom;
+  if (f64_range) {
+    denom = std::min(last, lim) - std::max(first, -lim);
+  } else {
+    const float d32 = last32 - first32;
+    denom = d32;
+  }
+  const double norm64 = static_cast<double>(nbins) / denom;
+  const float norm = static_cast<float>(norm64);
+  const bool fallback = !(std::isfinite(norm) && norm > 0);
+  for (float x : xs) {
+    if (abs_input) x = std::fabs(x);
+    if (std::isnan(x) || std::isinf(x)) {
+      r.nonfinite++;
+      continue;
+    }
+    if (!(x >= first32) || !(x <= last32)) {
+      r.out_of_range++;
+      continue;
+    }
+    double f;
+    if (fallback) {  // qkit's float64 evaluation when float32's norm is not finite
+      const double den = static_cast<double>(last32) - static_cast<double>(first32);
+      f = den > 0 ? (static_cast<double>(x) - first32) * static_cast<double>(nbins) / den : 0.0;
+    } else {
+      const float diff = x - first32;
+      const float prod = diff * norm;
+      f = prod;
+    }
+    f = std::min(std::max(f, 0.0), static_cast<double>(nbins));
+    int64_t idx = static_cast<int64_t>(f);
+    if (idx == nbins) idx -= 1;
+    if (x < edges[static_cast<size_t>(idx)]) idx -= 1;
+    if (x >= edges[static_cast<size_t>(idx + 1)] && idx != nbins - 1) idx += 1;
+    r.counts[static_cast<size_t>(idx)]++;
+  }
+  return r;
+}
+
+// np.histogram(x, bins=edges): counts from the cumulative definition np.histogram uses,
+// counts[k] = #(x < e[k+1]) - #(x < e[k]) and, for the last bin, #(x <= e[-1]) - #(x < e[-2]).
+inline HistRefResult EdgesHistRef(const std::vector<float>& xs, const std::vector<float>& edges,
+                                  bool abs_input) {
+  HistRefResult r;
+  const size_t nb = edges.size() - 1;
+  r.counts.assign(nb, 0);
+  std::vector<float> v;
+  for (float x : xs) {
+    if (abs_input) x = std::fabs(x);
+    if (std::isnan(x) || std::isinf(x)) {
+      r.nonfinite++;
+    } else if (x < edges.front() || x > edges.back()) {
+      r.out_of_range++;
+    } else {
+      v.push_back(x);
+    }
+  }
+  auto below = [&](float e) {
+    int64_t c = 0;
+    for (float x : v) c += x < e;
+    return c;
+  };
+  auto at_most = [&](float e) {
+    int64_t c = 0;
+    for (float x : v) c += x <= e;
+    return c;
+  };
+  for (size_t k = 0; k + 1 < nb; ++k) r.counts[k] = below(edges[k + 1]) - below(edges[k]);
+  r.counts[nb - 1] = at_most(edges[nb]) - below(edges[nb - 1]);
+  return r;
+}
+
+}  // namespace qkit::ref
+
+#endif  // QKIT_TESTS_REFERENCE_HISTOGRAM_REF_H_
