@@ -185,7 +185,7 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
       QKIT_REQUIRE(lo <= hi, InvalidArgument,
                    kCaller << ": `slots[" << p << "]` range [" << lo << ", " << hi
                            << "]: max must be >= min");
-      bool f64_range = options.numpy_f64_range;
+      bool f64_range = in.numpy_f64_range;
       if (lo == hi) {  // np.histogram widens an empty range by 0.5 (in float64)
         lo -= 0.5;
         hi += 0.5;
@@ -247,7 +247,7 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
   RunHistogram(walk, ks, out_offset, args, off, counts, skipped, ctx);
 }
 
-void HistogramWithEdges(const TensorView& x, const float* edges, int64_t num_edges,
+void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
                         bool abs_input, int64_t* counts, HistogramSkipped* skipped,
                         const Context& ctx) {
   constexpr const char* kCaller = "qkit::HistogramWithEdges";
@@ -271,7 +271,7 @@ void HistogramWithEdges(const TensorView& x, const float* edges, int64_t num_edg
   const int64_t n = walk.numel();
   if (n == 0) return;
   const int64_t nbins = num_edges - 1;
-  const float lo = edges[0], hi = edges[num_edges - 1];
+  const double lo = edges[0], hi = edges[num_edges - 1];
   const int64_t chunks = internal::NumChunks(n, internal::kGrain);
   const int threads = internal::EffectiveThreads(chunks, ctx.num_threads);
   // int64 per-thread counts (nbins + 2: out of range, non-finite); this path is NVIDIA's

@@ -51,10 +51,9 @@ Got RunPerTensor(const Case& c, const TensorView& x, double lo, double hi, int64
                  bool abs_input, int threads) {
   Got g;
   g.counts.assign(static_cast<size_t>(nbins), 0);
-  HistogramSlot slot{lo, hi, nbins};
+  HistogramSlot slot{lo, hi, nbins, c.f64_range};
   HistogramOptions o;
   o.binning = c.binning;
-  o.numpy_f64_range = c.f64_range;
   o.abs_input = abs_input;
   Histogram(x, ParamLayout::PerTensor(), &slot, o, g.counts.data(), &g.skipped,
             Context{threads});
@@ -278,7 +277,7 @@ TEST_P(HistogramTest, PerChannelEachSlotHasItsOwnRangeAndBins) {
         std::uniform_int_distribution<int64_t> nb(1, 40);
         for (int64_t ch = 0; ch < channels; ++ch) {
           const float a = u(rng), b = u(rng);
-          slots[ch] = {std::min(a, b), std::max(a, b) + 0.01f, nb(rng)};
+          slots[ch] = {std::min(a, b), std::max(a, b) + 0.01f, nb(rng), c.f64_range};
         }
         for (auto& v : x) v = u(rng);
         test::InjectSpecials(x, rng, 0.01);
@@ -288,7 +287,6 @@ TEST_P(HistogramTest, PerChannelEachSlotHasItsOwnRangeAndBins) {
         std::vector<HistogramSkipped> skipped(static_cast<size_t>(channels));
         HistogramOptions o;
         o.binning = c.binning;
-        o.numpy_f64_range = c.f64_range;
         Histogram(TensorView::Contiguous(x.data(), DType::kFloat32, {d0, d1}),
                   ParamLayout::PerChannel(axis), slots.data(), o, counts.data(), skipped.data(),
                   Context{2});
@@ -412,7 +410,8 @@ TEST(HistogramEdgesTest, MatchesTheCumulativeDefinition) {
         for (int threads : {1, 2}) {
           Got got;
           got.counts.assign(e.size() - 1, 0);
-          HistogramWithEdges(TensorView::Vector(x.data(), n), e.data(),
+          const std::vector<double> ed(e.begin(), e.end());
+          HistogramWithEdges(TensorView::Vector(x.data(), n), ed.data(),
                              static_cast<int64_t>(e.size()), abs_input, got.counts.data(),
                              &got.skipped, Context{threads});
           ASSERT_TRUE(SameCounts(want, got)) << "n=" << n << " edges=" << e.size();
@@ -458,9 +457,9 @@ TEST(HistogramErrorsTest, BadArgumentsAreRejectedWithTheirValues) {
   EXPECT_THROW(Histogram(v, {}, nullptr, {}, counts.data(), nullptr, Context{1}),
                InvalidArgument);
   // Edges: too few, not finite, decreasing.
-  const float e1[1] = {0};
-  const float e_nan[3] = {0, NAN, 1};
-  const float e_dec[3] = {0, 2, 1};
+  const double e1[1] = {0};
+  const double e_nan[3] = {0, NAN, 1};
+  const double e_dec[3] = {0, 2, 1};
   EXPECT_THROW(HistogramWithEdges(v, e1, 1, false, counts.data(), nullptr, Context{1}),
                InvalidArgument);
   EXPECT_THROW(HistogramWithEdges(v, e_nan, 3, false, counts.data(), nullptr, Context{1}),

@@ -26,7 +26,7 @@ enum class HistogramBinning : uint8_t {
   kTorchHistcDivideFirst,
   // np.histogram(x, nbins, range=(lo, hi)) on float32 data (NumPy 1.x, 1.24 read):
   //   norm = f32(nbins / d) with d = f32(hi - lo) (float32 endpoints) or hi - lo in float64
-  //   (HistogramOptions::numpy_f64_range); i = trunc(f32(f32(x - lo) * norm)), i == nbins -> nbins-1;
+  //   (HistogramSlot::numpy_f64_range); i = trunc(f32(f32(x - lo) * norm)), i == nbins -> nbins-1;
   //   then one step of edge correction against the float32 edges e = NumpyLinspaceEdges(...):
   //   x < e[i] -> i - 1; then x >= e[i + 1] and i != nbins - 1 -> i + 1.
   //   lo == hi is widened to [lo - 0.5, hi + 0.5] in float64 (as np.histogram does), which
@@ -36,10 +36,7 @@ enum class HistogramBinning : uint8_t {
 
 struct HistogramOptions {
   HistogramBinning binning = HistogramBinning::kTorchHistc;
-  bool abs_input = false;        // bin |x| instead of x (NVIDIA's calibrator)
-  bool numpy_f64_range = false;  // kNumpy only: the range reaches np.histogram as float64
-                                 // scalars (MegEngine after its first batch); false: float32
-                                 // scalars (np.histogram's own min/max, MegEngine's first batch)
+  bool abs_input = false;  // bin |x| instead of x (NVIDIA's calibrator)
 };
 
 // One parameter slot: its range and its number of bins.
@@ -50,6 +47,9 @@ struct HistogramSlot {
   double lo = 0.0;
   double hi = 0.0;
   int64_t nbins = 0;
+  // kNumpy only: the range reaches np.histogram as float64 scalars (MegEngine after its first
+  // batch); false: float32 scalars (np.histogram's own min / max, MegEngine's first batch).
+  bool numpy_f64_range = false;
 };
 
 // Elements of one slot that were not counted.
@@ -76,12 +76,12 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
                const HistogramOptions& options, int64_t* counts, HistogramSkipped* skipped,
                const Context& ctx);
 
-// np.histogram(x, bins=edges) for explicit float32 edges (NVIDIA's numpy path after its
-// histogram grew): bin k holds edges[k] <= x < edges[k + 1], the last bin also x == edges[-1];
+// np.histogram(x, bins=edges) for explicit edges (NVIDIA's numpy path: float32 edges before its
+// histogram first grows, float64 after; float32 data compares exactly with either): bin k holds edges[k] <= x < edges[k + 1], the last bin also x == edges[-1];
 // values outside [edges[0], edges[-1]], NaN and ±Inf are skipped. Per tensor only.
 // counts has num_edges - 1 entries and is added to.
 // REQUIRES: num_edges >= 2, edges finite and non-decreasing (InvalidArgument otherwise).
-void HistogramWithEdges(const TensorView& x, const float* edges, int64_t num_edges,
+void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
                         bool abs_input, int64_t* counts, HistogramSkipped* skipped,
                         const Context& ctx);
 
