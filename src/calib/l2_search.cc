@@ -9,6 +9,7 @@
 #include "qkit/calib/l2_search.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -74,8 +75,12 @@ void CheckCommon(int64_t bins, float min_val, float max_val, int64_t dst_nbins) 
 // The search loop on cumulative counts `csum` (non-decreasing) and their `total`.
 L2SearchResult Search(const std::vector<double>& csum, double total, const NonzeroBins& nz,
                       int64_t bins, float min_val, float max_val, int64_t dst_nbins) {
-  const float span = max_val - min_val;  // float32, as the reference's 0-d subtraction
-  const double bin_width = static_cast<double>(span) / static_cast<double>(bins);
+  // float32, as the reference's 0-d subtraction; where that overflows (ranges wider than
+  // FLT_MAX, on which the reference computes NaN errors) the float64 difference.
+  const float span = max_val - min_val;
+  const double span_d = std::isfinite(span) ? static_cast<double>(span)
+                                            : static_cast<double>(max_val) - min_val;
+  const double bin_width = span_d / static_cast<double>(bins);
   const double stepsize = 1e-5;
   double alpha = 0.0, beta = 1.0;
   int64_t start = 0, end = bins - 1;
@@ -126,10 +131,12 @@ L2SearchResult Search(const std::vector<double>& csum, double total, const Nonze
   res.start_bin = start;
   res.end_bin = end;
   res.norm = norm_min;
+  // MegEngine: min_val + Tensor(bin_width * k, float32), a float32 addition. Saturated to
+  // ±FLT_MAX where a range wider than FLT_MAX would overflow.
   const float lo_off = static_cast<float>(bin_width * static_cast<double>(start));
   const float hi_off = static_cast<float>(bin_width * static_cast<double>(end + 1));
-  res.new_min = min_val + lo_off;
-  res.new_max = min_val + hi_off;
+  res.new_min = std::max(-FLT_MAX, std::min(FLT_MAX, min_val + lo_off));
+  res.new_max = std::max(-FLT_MAX, std::min(FLT_MAX, min_val + hi_off));
   return res;
 }
 

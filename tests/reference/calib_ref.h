@@ -6,6 +6,8 @@
 #ifndef QKIT_TESTS_REFERENCE_CALIB_REF_H_
 #define QKIT_TESTS_REFERENCE_CALIB_REF_H_
 
+#include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,8 +65,10 @@ template <class Count>
 L2Ref L2SearchRef(const std::vector<Count>& hist, float min_val, float max_val,
                   int64_t dst_nbins) {
   const int64_t bins = static_cast<int64_t>(hist.size());
-  const float span = max_val - min_val;  // float32 0-d subtraction
-  const double bin_width = static_cast<double>(span) / static_cast<double>(bins);
+  const float span = max_val - min_val;  // float32 0-d subtraction (float64 if it overflows)
+  const double bin_width = (std::isinf(span) ? static_cast<double>(max_val) - min_val
+                                             : static_cast<double>(span)) /
+                           static_cast<double>(bins);
   double total = 0;
   std::vector<double> csum(hist.size());
   if constexpr (std::is_same_v<Count, float>) {
@@ -112,8 +116,8 @@ L2Ref L2SearchRef(const std::vector<Count>& hist, float min_val, float max_val,
   r.end_bin = end;
   const float lo_off = static_cast<float>(bin_width * static_cast<double>(start));
   const float hi_off = static_cast<float>(bin_width * static_cast<double>(end + 1));
-  r.new_min = min_val + lo_off;
-  r.new_max = min_val + hi_off;
+  r.new_min = std::clamp(min_val + lo_off, -FLT_MAX, FLT_MAX);
+  r.new_max = std::clamp(min_val + hi_off, -FLT_MAX, FLT_MAX);
   return r;
 }
 

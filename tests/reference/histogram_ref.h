@@ -180,6 +180,98 @@ inline HistRefResult EdgesHistRef(const std::vector<float>& xs, const std::vecto
   return r;
 }
 
+// One slot of MegEngine's HistogramObserver (SPEC.md §3.3: sideeffect_forward,
+// _adjust_min_max, _combine_histograms) with qkit's documented integer rounding of the combined
+// histogram (floor of the cumulative counts) and its rules for the reference's failure modes
+// (zero-width stored range: restart; grid overrun: the overflowing cells count in the last
+// cell). `x` holds the batch's finite values. overruns counts how often the overrun rule fired.
+struct MegEngineSlotRef {
+  int64_t bins = 2048;
+  int64_t up = 128;
+  bool has = false;
+  float min_val = 0, max_val = 0;
+  std::vector<int64_t> hist;
+  int64_t overruns = 0;
+
+  void Observe(const std::vector<float>& x) {
+    if (x.empty()) return;
+    float xmin = x[0], xmax = x[0];
+    for (float v : x) {
+      if (v < xmin) xmin = v;
+      if (v > xmax) xmax = v;
+    }
+    xmin += 0.0f;  // a zero extreme is +0
+    xmax += 0.0f;
+    if (!has) {
+      hist = NumpyHistRef(x, xmin, xmax, bins, /*f64_range=*/false, false).counts;
+      min_val = xmin;
+      max_val = xmax;
+      has = true;
+      return;
+    }
+    const float new_min = std::min(xmin, min_val);
+    const float new_max = std::max(xmax, max_val);
+    if (min_val == max_val) {  // zero width: start again on the combined range
+      std::vector<int64_t> h = NumpyHistRef(x, new_min, new_max, bins, false, false).counts;
+      const std::vector<int64_t> at_c =
+          NumpyHistRef(std::vector<float>{min_val}, new_min, new_max, bins, false, false).counts;
+      int64_t total = 0;
+      for (int64_t c : hist) total += c;
+      for (size_t k = 0; k < h.size(); ++k) h[k] += at_c[k] * total;
+      hist = h;
+      min_val = new_min;
+      max_val = new_max;
+      return;
+    }
+    // _adjust_min_max
+    const float old_span32 = max_val - min_val;
+    const double old_span = std::isinf(old_span32) ? static_cast<double>(max_val) - min_val
+                                                   : static_cast<double>(old_span32);
+    const double hist_bin_width = old_span / static_cast<double>(bins * up);
+    const float new_span32 = new_max - new_min;
+    const double new_span = std::isinf(new_span32) ? static_cast<double>(new_max) - new_min
+                                                   : static_cast<double>(new_span32);
+    const double downsample = std::ceil(new_span / (static_cast<double>(bins) * hist_bin_width));
+    const int64_t down = static_cast<int64_t>(downsample);
+    const double e = static_cast<double>(down) * (static_cast<double>(bins) * hist_bin_width) -
+                     new_span;
+    const double cmax = static_cast<double>(new_max) + e / 2;
+    const double cmin = static_cast<double>(new_min) - e / 2;
+    const int64_t start_idx =
+        static_cast<int64_t>(std::nearbyint((static_cast<double>(min_val) - cmin) / hist_bin_width));
+    std::vector<int64_t> h = NumpyHistRef(x, cmin, cmax, bins, /*f64_range=*/true, false).counts;
+    if (cmin == static_cast<double>(min_val) && cmax == static_cast<double>(max_val)) {
+      for (size_t k = 0; k < h.size(); ++k) h[k] += hist[k];
+    } else {
+      // _combine_histograms on an explicit fine grid.
+      const int64_t cells = bins * down;
+      std::vector<int64_t> grid(static_cast<size_t>(cells), 0);
+      bool overrun = false;
+      for (int64_t i = 0; i < bins; ++i) {
+        for (int64_t c = 0; c < up; ++c) {
+          int64_t cell = start_idx + i * up + c;
+          if (cell >= cells) {
+            cell = cells - 1;
+            overrun = true;
+          }
+          grid[static_cast<size_t>(cell)] += hist[static_cast<size_t>(i)];
+        }
+      }
+      overruns += overrun ? 1 : 0;
+      int64_t integral = 0, prev = 0;
+      for (int64_t j = 0; j < bins; ++j) {
+        for (int64_t c = j * down; c < (j + 1) * down; ++c) integral += grid[static_cast<size_t>(c)];
+        const int64_t cur = integral / up;  // floor: integral >= 0
+        h[static_cast<size_t>(j)] += cur - prev;
+        prev = cur;
+      }
+    }
+    hist = h;
+    min_val = RefSat(cmin);
+    max_val = RefSat(cmax);
+  }
+};
+
 }  // namespace qkit::ref
 
 #endif  // QKIT_TESTS_REFERENCE_HISTOGRAM_REF_H_

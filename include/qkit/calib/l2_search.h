@@ -21,7 +21,8 @@ struct L2SearchResult {
 // Searches [start_bin, end_bin] for the histogram `hist` of `bins` counts over
 // [min_val, max_val], quantized to `dst_nbins` levels (MegEngine: qmax - qmin + 1, 256 for
 // qint8). Arithmetic exactly as the reference under NumPy 1.x promotion:
-//   bin_width = f64(f32(max_val - min_val)) / bins; cumulative counts and total exact (int64);
+//   bin_width = f64(f32(max_val - min_val)) / bins (the float64 difference where the float32
+//   one overflows; new_min / new_max are then saturated at ±FLT_MAX); cumulative counts and total exact (int64);
 //   alpha/beta step 1e-5 in float64; l/r move while cSum[l] < f64(alpha' * total) /
 //   cSum[r] > f64(beta' * total); the bin move decision, `continue` and `break` rules of the
 //   reference; quant_error(a, b) = sum over source bins of density * (d1^3 - d0^3) / 3 pieces,
