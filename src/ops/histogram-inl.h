@@ -28,20 +28,24 @@ struct HistSlotK {
   double dlo = 0, dhi = 0;       // double(lo), double(hi) for the float64 fallback
   const float* edges = nullptr;  // kNumpy: nbins + 1 float32 edges
   int64_t local_offset = 0;      // first sub-histogram of this slot in a thread's local array
-  int64_t sub_stride = 0;        // nbins + 2 (bin nbins: out of range, nbins + 1: non-finite)
+  int64_t sub_stride = 0;        // nbins + 3 (nbins: out of range, nbins + 1: non-finite,
+                                 // nbins + 2: skipped zero)
 };
 
 struct HistArgs {
   HistMode mode = HistMode::kMulDiv;
   bool abs_input = false;
+  bool skip_zeros = false;
   int subs = 1;  // sub-histograms per slot (1 or 4)
   const HistSlotK* slots = nullptr;
 };
 
 // The bin of one element as an index into a slot's sub-histogram: [0, nbins) for counted
-// elements, nbins for finite values outside the range, nbins + 1 for NaN / ±Inf. Plain
-// float32 IEEE operations in the documented order (the SIMD body performs the same ones).
-inline int32_t HistBinScalar(float v, const HistSlotK& s, HistMode mode) {
+// elements, nbins for finite values outside the range, nbins + 1 for NaN / ±Inf, nbins + 2
+// for a skipped zero. Plain float32 IEEE operations in the documented order (the SIMD body
+// performs the same ones).
+inline int32_t HistBinScalar(float v, const HistSlotK& s, HistMode mode, bool skip_zeros) {
+  if (skip_zeros && v == 0.0f) return s.nbins + 2;
   if (!(v >= s.lo && v <= s.hi)) return std::isfinite(v) ? s.nbins : s.nbins + 1;
   int32_t b;
   if (s.wide) {
@@ -94,7 +98,7 @@ inline constexpr size_t kHistIdxBlock = 512;
 // Bin indices of x[0, n) (n <= kHistIdxBlock) for slot s into idx.
 template <internal::HistMode kMode>
 HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const internal::HistSlotK& s,
-                             bool abs_input, int32_t* HWY_RESTRICT idx) {
+                             bool abs_input, bool skip_zeros, int32_t* HWY_RESTRICT idx) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const size_t N = hn::Lanes(df);
@@ -106,6 +110,7 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
   const auto vlast = hn::Set(di, s.nbins - 1);
   const auto vout = hn::Set(di, s.nbins);
   const auto vnonfinite = hn::Set(di, s.nbins + 1);
+  const auto vzero_bin = hn::Set(di, s.nbins + 2);
   const auto one = hn::Set(di, 1);
   size_t j = 0;
   for (; j + N <= n; j += N) {
@@ -137,11 +142,12 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
     }
     const auto other = hn::IfThenElse(hn::RebindMask(di, hn::IsFinite(v)), vout, vnonfinite);
     b = hn::IfThenElse(hn::RebindMask(di, in), b, other);
+    if (skip_zeros) b = hn::IfThenElse(hn::RebindMask(di, hn::Eq(v, hn::Zero(df))), vzero_bin, b);
     hn::StoreU(b, di, idx + j);
   }
   for (; j < n; ++j) {
     const float v = abs_input ? std::fabs(x[j]) : x[j];
-    idx[j] = internal::HistBinScalar(v, s, kMode);
+    idx[j] = internal::HistBinScalar(v, s, kMode, skip_zeros);
   }
 }
 
@@ -155,10 +161,10 @@ HWY_INLINE void HistCountRun(const float* HWY_RESTRICT x, size_t n, const intern
     if (s.wide) {
       for (size_t j = 0; j < m; ++j) {
         const float v = args.abs_input ? std::fabs(x[i + j]) : x[i + j];
-        idx[j] = internal::HistBinScalar(v, s, kMode);
+        idx[j] = internal::HistBinScalar(v, s, kMode, args.skip_zeros);
       }
     } else {
-      HistBinBlock<kMode>(x + i, m, s, args.abs_input, idx);
+      HistBinBlock<kMode>(x + i, m, s, args.abs_input, args.skip_zeros, idx);
     }
     size_t k = 0;
     if (args.subs == 4) {
@@ -191,7 +197,7 @@ HWY_INLINE void HistChunkMode(const internal::Walk& walk, int64_t begin, int64_t
         for (size_t j = 0; j < n; ++j) {
           const internal::HistSlotK& s = args.slots[piece.param_index + static_cast<int64_t>(j)];
           const float v = args.abs_input ? std::fabs(x[j]) : x[j];
-          ++local[s.local_offset + internal::HistBinScalar(v, s, kMode)];
+          ++local[s.local_offset + internal::HistBinScalar(v, s, kMode, args.skip_zeros)];
         }
       });
 }

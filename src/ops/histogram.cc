@@ -98,7 +98,7 @@ void RunHistogram(const internal::Walk& walk, const std::vector<HistSlotK>& slot
   for (size_t p = 0; p < slots.size(); ++p) {
     const HistSlotK& s = slots[p];
     int64_t* out = counts + out_offset[p];
-    int64_t out_of_range = 0, nonfinite = 0;
+    int64_t out_of_range = 0, nonfinite = 0, zeros = 0;
     for (const ThreadHist& h : th) {
       for (int sub = 0; sub < args.subs; ++sub) {
         const int64_t base = s.local_offset + sub * s.sub_stride;
@@ -109,11 +109,13 @@ void RunHistogram(const internal::Walk& walk, const std::vector<HistSlotK>& slot
         }
         out_of_range += static_cast<int64_t>(l[s.nbins]) + (sp ? sp[s.nbins] : 0);
         nonfinite += static_cast<int64_t>(l[s.nbins + 1]) + (sp ? sp[s.nbins + 1] : 0);
+        zeros += static_cast<int64_t>(l[s.nbins + 2]) + (sp ? sp[s.nbins + 2] : 0);
       }
     }
     if (skipped) {
       skipped[p].out_of_range += out_of_range;
       skipped[p].nonfinite += nonfinite;
+      skipped[p].zeros += zeros;
     }
   }
 }
@@ -232,14 +234,15 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
   }
 
   // Four sub-histograms per slot while they fit comfortably in L1/L2; one otherwise.
-  const int64_t local_bins = total_bins + 2 * num_slots;
+  const int64_t local_bins = total_bins + 3 * num_slots;
   HistArgs args;
   args.mode = mode;
   args.abs_input = options.abs_input;
+  args.skip_zeros = options.skip_zeros;
   args.subs = local_bins <= 16384 ? 4 : 1;
   int64_t off = 0;
   for (int64_t p = 0; p < num_slots; ++p) {
-    ks[p].sub_stride = ks[p].nbins + 2;
+    ks[p].sub_stride = ks[p].nbins + 3;
     ks[p].local_offset = off;
     off += args.subs * ks[p].sub_stride;
   }
@@ -248,8 +251,8 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
 }
 
 void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
-                        bool abs_input, int64_t* counts, HistogramSkipped* skipped,
-                        const Context& ctx) {
+                        bool abs_input, bool skip_zeros, int64_t* counts,
+                        HistogramSkipped* skipped, const Context& ctx) {
   constexpr const char* kCaller = "qkit::HistogramWithEdges";
   CheckFloating(x, kCaller);
   QKIT_REQUIRE(ctx.num_threads >= 1, InvalidArgument,
@@ -274,10 +277,10 @@ void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_ed
   const double lo = edges[0], hi = edges[num_edges - 1];
   const int64_t chunks = internal::NumChunks(n, internal::kGrain);
   const int threads = internal::EffectiveThreads(chunks, ctx.num_threads);
-  // int64 per-thread counts (nbins + 2: out of range, non-finite); this path is NVIDIA's
-  // optional numpy mode and uses a binary search per element.
+  // int64 per-thread counts (nbins + 3: out of range, non-finite, zeros); this path is
+  // NVIDIA's optional numpy mode and uses a binary search per element.
   std::vector<std::vector<int64_t>> th(static_cast<size_t>(threads),
-                                       std::vector<int64_t>(static_cast<size_t>(nbins + 2), 0));
+                                       std::vector<int64_t>(static_cast<size_t>(nbins + 3), 0));
   internal::ParallelFor(chunks, threads, [&](int64_t c, int t) {
     int64_t* h = th[static_cast<size_t>(t)].data();
     const int64_t begin = c * internal::kGrain;
@@ -286,6 +289,10 @@ void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_ed
                               [&](const float* const* in, float* const*, const internal::Run& r) {
                                 for (int64_t j = 0; j < r.count; ++j) {
                                   const float v = abs_input ? std::fabs(in[0][j]) : in[0][j];
+                                  if (skip_zeros && v == 0.0f) {
+                                    ++h[nbins + 2];
+                                    continue;
+                                  }
                                   if (!(v >= lo && v <= hi)) {
                                     ++h[std::isfinite(v) ? nbins : nbins + 1];
                                     continue;
@@ -303,6 +310,7 @@ void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_ed
     if (skipped) {
       skipped->out_of_range += h[nbins];
       skipped->nonfinite += h[nbins + 1];
+      skipped->zeros += h[nbins + 2];
     }
   }
 }

@@ -34,12 +34,12 @@ const Case kCases[] = {{HistogramBinning::kTorchHistc, false, "histc"},
                        {HistogramBinning::kNumpy, true, "numpy_f64_range"}};
 
 ref::HistRefResult Reference(const Case& c, const std::vector<float>& x, double lo, double hi,
-                             int64_t nbins, bool abs_input) {
+                             int64_t nbins, bool abs_input, bool skip_zeros = false) {
   if (c.binning == HistogramBinning::kNumpy) {
-    return ref::NumpyHistRef(x, lo, hi, nbins, c.f64_range, abs_input);
+    return ref::NumpyHistRef(x, lo, hi, nbins, c.f64_range, abs_input, skip_zeros);
   }
   return ref::HistcRef(x, lo, hi, nbins, c.binning == HistogramBinning::kTorchHistcDivideFirst,
-                       abs_input);
+                       abs_input, skip_zeros);
 }
 
 struct Got {
@@ -48,13 +48,14 @@ struct Got {
 };
 
 Got RunPerTensor(const Case& c, const TensorView& x, double lo, double hi, int64_t nbins,
-                 bool abs_input, int threads) {
+                 bool abs_input, int threads, bool skip_zeros = false) {
   Got g;
   g.counts.assign(static_cast<size_t>(nbins), 0);
   HistogramSlot slot{lo, hi, nbins, c.f64_range};
   HistogramOptions o;
   o.binning = c.binning;
   o.abs_input = abs_input;
+  o.skip_zeros = skip_zeros;
   Histogram(x, ParamLayout::PerTensor(), &slot, o, g.counts.data(), &g.skipped,
             Context{threads});
   return g;
@@ -69,11 +70,12 @@ Got RunPerTensor(const Case& c, const TensorView& x, double lo, double hi, int64
       }
     }
   }
-  if (want.nonfinite != got.skipped.nonfinite || want.out_of_range != got.skipped.out_of_range) {
+  if (want.nonfinite != got.skipped.nonfinite || want.out_of_range != got.skipped.out_of_range ||
+      want.zeros != got.skipped.zeros) {
     return ::testing::AssertionFailure()
            << "skipped: expected nonfinite " << want.nonfinite << " out_of_range "
-           << want.out_of_range << ", got " << got.skipped.nonfinite << " / "
-           << got.skipped.out_of_range;
+           << want.out_of_range << " zeros " << want.zeros << ", got " << got.skipped.nonfinite
+           << " / " << got.skipped.out_of_range << " / " << got.skipped.zeros;
   }
   return ::testing::AssertionSuccess();
 }
@@ -113,14 +115,20 @@ TEST_P(HistogramTest, PerTensorMatchesReferenceForEveryRuleAndSize) {
     for (int64_t n : sizes) {
       const int64_t nbins = n % 5 == 0 ? 2048 : nb_dist(rng);
       const float lo = -1.5f + static_cast<float>(n % 7), hi = lo + 3.25f;
-      const auto x = MakeData(rng, n, lo, hi, nbins, n % 2 == 0);
+      auto x = MakeData(rng, n, lo, hi, nbins, n % 2 == 0);
+      if (n > 3) {
+        x[1] = 0.0f;
+        x[2] = -0.0f;
+      }
       for (bool abs_input : {false, true}) {
-        const auto want = Reference(c, x, lo, hi, nbins, abs_input);
-        const auto got =
-            RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n), lo, hi, nbins,
-                         abs_input, 1);
-        ASSERT_TRUE(SameCounts(want, got)) << c.name << " n=" << n << " nbins=" << nbins
-                                           << " abs=" << abs_input;
+        for (bool skip_zeros : {false, true}) {
+          const auto want = Reference(c, x, lo, hi, nbins, abs_input, skip_zeros);
+          const auto got =
+              RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n), lo, hi, nbins,
+                           abs_input, 1, skip_zeros);
+          ASSERT_TRUE(SameCounts(want, got)) << c.name << " n=" << n << " nbins=" << nbins
+                                             << " abs=" << abs_input << " skip0=" << skip_zeros;
+        }
       }
     }
   }
@@ -383,37 +391,45 @@ TEST(HistogramEdgesTest, MatchesTheCumulativeDefinition) {
   QKIT_SEED_TRACE();
   auto rng = MakeRng();
   // Uniform-ish edges that grew by appending (NVIDIA numpy path), repeated edges, one bin.
-  std::vector<std::vector<float>> edge_sets;
+  std::vector<std::vector<double>> edge_sets;
   {
     std::vector<float> e(65);
     NumpyLinspaceEdges(0.0, 1.0, 64, e.data());
-    const float w = e[1] - e[0];
-    for (int k = 1; k <= 20; ++k) e.push_back(e[64] + w * static_cast<float>(k));
-    edge_sets.push_back(e);
+    std::vector<double> ed(e.begin(), e.end());
+    // Appended float64 edges (np.arange), not representable in float32.
+    const double w = ed[1] - ed[0] + 1e-12;
+    for (int k = 1; k <= 20; ++k) ed.push_back(ed[64] + w * k);
+    edge_sets.push_back(ed);
   }
-  edge_sets.push_back({0.0f, 0.5f, 0.5f, 0.5f, 1.0f, 2.0f});
-  edge_sets.push_back({-1.0f, 1.0f});
-  edge_sets.push_back({1.0f, 1.0f});
+  edge_sets.push_back({0.0, 0.5, 0.5, 0.5, 1.0, 2.0});
+  edge_sets.push_back({-1.0, 1.0});
+  edge_sets.push_back({1.0, 1.0});
+  edge_sets.push_back({0.1, 0.2, 0.30000000000000004, 0.4});
   for (const auto& e : edge_sets) {
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{17}, int64_t{1000}, int64_t{70000}}) {
       std::vector<float> x(static_cast<size_t>(n));
-      std::uniform_real_distribution<float> u(e.front() - 0.5f, e.back() + 0.5f);
+      std::uniform_real_distribution<float> u(static_cast<float>(e.front()) - 0.5f,
+                                              static_cast<float>(e.back()) + 0.5f);
       std::uniform_int_distribution<size_t> pe(0, e.size() - 1);
-      for (size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? e[pe(rng)] : u(rng);
+      for (size_t i = 0; i < x.size(); ++i) {
+        x[i] = i % 3 == 0 ? static_cast<float>(e[pe(rng)]) : u(rng);
+        if (i % 7 == 0) x[i] = std::nextafter(x[i], 2.0f);
+      }
       test::InjectSpecials(x, rng, 0.01);
       if (n > 5000) {  // the reference is quadratic: check a prefix through the op's threading
         x.resize(5000);
         n = 5000;
       }
+      const std::vector<double>& ed = e;
       for (bool abs_input : {false, true}) {
-        const auto want = ref::EdgesHistRef(x, e, abs_input);
+        const bool skip_zeros = abs_input;
+        const auto want = ref::EdgesHistRef(x, ed, abs_input, skip_zeros);
         for (int threads : {1, 2}) {
           Got got;
           got.counts.assign(e.size() - 1, 0);
-          const std::vector<double> ed(e.begin(), e.end());
           HistogramWithEdges(TensorView::Vector(x.data(), n), ed.data(),
-                             static_cast<int64_t>(e.size()), abs_input, got.counts.data(),
-                             &got.skipped, Context{threads});
+                             static_cast<int64_t>(e.size()), abs_input, skip_zeros,
+                             got.counts.data(), &got.skipped, Context{threads});
           ASSERT_TRUE(SameCounts(want, got)) << "n=" << n << " edges=" << e.size();
         }
       }
@@ -460,12 +476,12 @@ TEST(HistogramErrorsTest, BadArgumentsAreRejectedWithTheirValues) {
   const double e1[1] = {0};
   const double e_nan[3] = {0, NAN, 1};
   const double e_dec[3] = {0, 2, 1};
-  EXPECT_THROW(HistogramWithEdges(v, e1, 1, false, counts.data(), nullptr, Context{1}),
+  EXPECT_THROW(HistogramWithEdges(v, e1, 1, false, false, counts.data(), nullptr, Context{1}),
                InvalidArgument);
-  EXPECT_THROW(HistogramWithEdges(v, e_nan, 3, false, counts.data(), nullptr, Context{1}),
+  EXPECT_THROW(HistogramWithEdges(v, e_nan, 3, false, false, counts.data(), nullptr, Context{1}),
                InvalidArgument);
   EXPECT_NE(message([&] {
-              HistogramWithEdges(v, e_dec, 3, false, counts.data(), nullptr, Context{1});
+              HistogramWithEdges(v, e_dec, 3, false, false, counts.data(), nullptr, Context{1});
             }).find("edges[1]=2 > edges[2]=1"),
             std::string::npos);
   // Nothing was written by the failed calls.

@@ -17,6 +17,7 @@ struct HistRefResult {
   std::vector<int64_t> counts;
   int64_t nonfinite = 0;
   int64_t out_of_range = 0;
+  int64_t zeros = 0;  // left out by skip_zeros
 };
 
 inline float RefSat(double v) {
@@ -26,7 +27,7 @@ inline float RefSat(double v) {
 // torch.histc(x, bins=nbins, min=lo, max=hi) on the CPU. divide_first selects PyTorch <= 1.13.
 // The float64 fallback for ranges whose float32 formula overflows is qkit's documented rule.
 inline HistRefResult HistcRef(const std::vector<float>& xs, double lo, double hi, int64_t nbins,
-                              bool divide_first, bool abs_input) {
+                              bool divide_first, bool abs_input, bool skip_zeros = false) {
   HistRefResult r;
   r.counts.assign(static_cast<size_t>(nbins), 0);
   const float left = RefSat(lo), right = RefSat(hi);
@@ -39,6 +40,10 @@ inline HistRefResult HistcRef(const std::vector<float>& xs, double lo, double hi
   }
   for (float x : xs) {
     if (abs_input) x = std::fabs(x);
+    if (skip_zeros && x == 0) {
+      r.zeros++;
+      continue;
+    }
     if (std::isnan(x) || std::isinf(x)) {
       r.nonfinite++;
       continue;
@@ -96,7 +101,7 @@ inline std::vector<float> NumpyLinspaceRef(double start, double stop, int64_t nb
 // np.histogram(x, bins=nbins, range=(lo, hi)) for a float32 array x, NumPy 1.x promotion:
 // range scalars given as float32 (f64_range false) or float64 (true).
 inline HistRefResult NumpyHistRef(const std::vector<float>& xs, double lo, double hi, int64_t nbins,
-                                  bool f64_range, bool abs_input) {
+                                  bool f64_range, bool abs_input, bool skip_zeros = false) {
   HistRefResult r;
   r.counts.assign(static_cast<size_t>(nbins), 0);
   double first = lo, last = hi;
@@ -120,6 +125,10 @@ inline HistRefResult NumpyHistRef(const std::vector<float>& xs, double lo, doubl
   const bool fallback = !(std::isfinite(norm) && norm > 0);
   for (float x : xs) {
     if (abs_input) x = std::fabs(x);
+    if (skip_zeros && x == 0) {
+      r.zeros++;
+      continue;
+    }
     if (std::isnan(x) || std::isinf(x)) {
       r.nonfinite++;
       continue;
@@ -149,14 +158,18 @@ inline HistRefResult NumpyHistRef(const std::vector<float>& xs, double lo, doubl
 
 // np.histogram(x, bins=edges): counts from the cumulative definition np.histogram uses,
 // counts[k] = #(x < e[k+1]) - #(x < e[k]) and, for the last bin, #(x <= e[-1]) - #(x < e[-2]).
-inline HistRefResult EdgesHistRef(const std::vector<float>& xs, const std::vector<float>& edges,
-                                  bool abs_input) {
+inline HistRefResult EdgesHistRef(const std::vector<float>& xs, const std::vector<double>& edges,
+                                  bool abs_input, bool skip_zeros = false) {
   HistRefResult r;
   const size_t nb = edges.size() - 1;
   r.counts.assign(nb, 0);
   std::vector<float> v;
   for (float x : xs) {
     if (abs_input) x = std::fabs(x);
+    if (skip_zeros && x == 0) {
+      r.zeros++;
+      continue;
+    }
     if (std::isnan(x) || std::isinf(x)) {
       r.nonfinite++;
     } else if (x < edges.front() || x > edges.back()) {
@@ -165,12 +178,12 @@ inline HistRefResult EdgesHistRef(const std::vector<float>& xs, const std::vecto
       v.push_back(x);
     }
   }
-  auto below = [&](float e) {
+  auto below = [&](double e) {
     int64_t c = 0;
     for (float x : v) c += x < e;
     return c;
   };
-  auto at_most = [&](float e) {
+  auto at_most = [&](double e) {
     int64_t c = 0;
     for (float x : v) c += x <= e;
     return c;

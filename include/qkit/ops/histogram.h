@@ -36,7 +36,8 @@ enum class HistogramBinning : uint8_t {
 
 struct HistogramOptions {
   HistogramBinning binning = HistogramBinning::kTorchHistc;
-  bool abs_input = false;  // bin |x| instead of x (NVIDIA's calibrator)
+  bool abs_input = false;   // bin |x| instead of x (NVIDIA's calibrator)
+  bool skip_zeros = false;  // leave out elements equal to ±0 (NVIDIA's skip_zeros)
 };
 
 // One parameter slot: its range and its number of bins.
@@ -55,7 +56,8 @@ struct HistogramSlot {
 // Elements of one slot that were not counted.
 struct HistogramSkipped {
   int64_t nonfinite = 0;     // NaN and ±Inf
-  int64_t out_of_range = 0;  // finite values outside [f32(lo), f32(hi)]
+  int64_t out_of_range = 0;  // finite non-skipped values outside [f32(lo), f32(hi)]
+  int64_t zeros = 0;         // ±0 left out under HistogramOptions::skip_zeros
 };
 
 inline constexpr int64_t kMaxHistogramBins = int64_t{1} << 24;
@@ -82,8 +84,8 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
 // counts has num_edges - 1 entries and is added to.
 // REQUIRES: num_edges >= 2, edges finite and non-decreasing (InvalidArgument otherwise).
 void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
-                        bool abs_input, int64_t* counts, HistogramSkipped* skipped,
-                        const Context& ctx);
+                        bool abs_input, bool skip_zeros, int64_t* counts,
+                        HistogramSkipped* skipped, const Context& ctx);
 
 // The float32 edges np.linspace(lo, hi, nbins + 1, dtype=float32) that kNumpy corrects
 // against: e[k] = f32(k * step + lo) with step = (hi - lo) / nbins in float64, e[nbins] = f32(hi)
