@@ -86,6 +86,7 @@ inline int32_t HistBinScalar(float v, const HistSlotK& s, HistMode mode, bool sk
 #define QKIT_SRC_OPS_HISTOGRAM_INL_H_
 #endif
 
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -94,6 +95,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 inline constexpr size_t kHistIdxBlock = 512;
+inline constexpr size_t kHistPrefetchAhead = 2 * kHistIdxBlock;  // 4 KiB ahead
 
 // Bin indices of x[0, n) (n <= kHistIdxBlock) for slot s into idx.
 template <internal::HistMode kMode>
@@ -158,6 +160,12 @@ HWY_INLINE void HistCountRun(const float* HWY_RESTRICT x, size_t n, const intern
   uint32_t* h0 = local + s.local_offset;
   for (size_t i = 0; i < n; i += kHistIdxBlock) {
     const size_t m = std::min(kHistIdxBlock, n - i);
+    // Software prefetch a few blocks ahead: the scattered increments keep the core busy, and
+    // the hardware prefetcher alone does not keep up once x streams from DRAM.
+    if (i + kHistPrefetchAhead < n) {
+      const size_t end = std::min(n, i + kHistPrefetchAhead + kHistIdxBlock);
+      for (size_t j = i + kHistPrefetchAhead; j < end; j += 16) hwy::Prefetch(x + j);
+    }
     if (s.wide) {
       for (size_t j = 0; j < m; ++j) {
         const float v = args.abs_input ? std::fabs(x[i + j]) : x[i + j];
