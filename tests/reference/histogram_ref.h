@@ -285,6 +285,136 @@ struct MegEngineSlotRef {
   }
 };
 
+// torch.linspace(start, end, steps) on the CPU, ATen's scalar formula in float32: the first
+// half counted from start, the second half back from end.
+inline std::vector<float> TorchLinspaceRef(float start, float end, int64_t steps) {
+  std::vector<float> v(static_cast<size_t>(steps));
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  for (int64_t i = 0; i < steps; ++i) {
+    if (i < steps / 2) {
+      const float off = step * static_cast<float>(i);
+      v[static_cast<size_t>(i)] = start + off;
+    } else {
+      const float off = step * static_cast<float>(steps - i - 1);
+      v[static_cast<size_t>(i)] = end - off;
+    }
+  }
+  return v;
+}
+
+// NVIDIA HistogramCalibrator.collect for one slot (SPEC.md §4.6, pytorch-quantization 2.2.1),
+// on the values as given (the caller applies abs and drops NaN / Inf and, for skip_zeros, the
+// zeros), with qkit's documented rules where upstream fails (zero-width growth: restart, old
+// counts to bin 0; an old histogram longer than the new one: extra bins to the last bin).
+// torch path: histc binning per `divide_first`; numpy path: np.histogram semantics.
+struct NvidiaCalibratorRef {
+  int64_t num_bins = 2048;
+  bool torch_hist = true;
+  bool divide_first = false;
+  std::vector<int64_t> hist;
+  std::vector<double> edges;
+  bool edges_f64 = false;
+  int64_t cur_bins = 0;
+  int64_t dropped = 0;
+
+  void Collect(const std::vector<float>& x) {
+    if (x.empty()) return;
+    float xmax = x[0], xmin = x[0];
+    for (float v : x) {
+      xmax = std::max(xmax, v);
+      xmin = std::min(xmin, v);
+    }
+    if (torch_hist) {
+      auto histc = [&](double lo, double hi, int64_t bins) {
+        if (lo == hi) {  // torch.histc's range rule: the data's min / max, then +-1
+          lo = xmin;
+          hi = xmax;
+          if (lo == hi) {
+            lo -= 1;
+            hi += 1;
+          }
+        }
+        auto r = HistcRef(x, lo, hi, bins, divide_first, false);
+        dropped += r.out_of_range;
+        return r.counts;
+      };
+      const bool restart = !hist.empty() && xmax > edges.back() &&
+                           !(static_cast<float>(edges[1]) - static_cast<float>(edges[0]) > 0);
+      if (hist.empty() || restart) {
+        int64_t old_total = 0;
+        for (int64_t c : hist) old_total += c;
+        hist = histc(0.0, xmax, num_bins);
+        hist[0] += old_total;
+        const auto e = TorchLinspaceRef(0.0f, xmax, num_bins + 1);
+        edges.assign(e.begin(), e.end());
+        cur_bins = num_bins;
+        return;
+      }
+      if (xmax > edges.back()) {
+        const float width = static_cast<float>(edges[1]) - static_cast<float>(edges[0]);
+        const float q = xmax / width;
+        cur_bins = static_cast<int64_t>(std::ceil(q));
+        const float end = xmax + width;
+        const int64_t n = static_cast<int64_t>(std::ceil(static_cast<double>(end) / width));
+        edges.clear();
+        for (int64_t k = 0; k < n; ++k) {
+          edges.push_back(static_cast<float>(static_cast<double>(width) * static_cast<double>(k)));
+        }
+      }
+      std::vector<int64_t> h = histc(0.0, edges.back(), cur_bins);
+      for (size_t k = 0; k < hist.size(); ++k) h[std::min(k, h.size() - 1)] += hist[k];
+      hist = h;
+      return;
+    }
+    // numpy path
+    if (hist.empty()) {
+      auto r = NumpyHistRef(x, xmin, xmax, num_bins, false, false);
+      hist = r.counts;
+      const double lo = xmin == xmax ? xmin - 0.5 : xmin, hi = xmin == xmax ? xmax + 0.5 : xmax;
+      const auto e = NumpyLinspaceRef(lo, hi, num_bins);
+      edges.assign(e.begin(), e.end());
+      edges_f64 = false;
+      cur_bins = num_bins;
+      return;
+    }
+    if (xmax > edges.back()) {
+      // np.arange(edges[-1] + width, xmax + width, width): float32 scalars before the first
+      // growth, float64 after; float64 values start + i * (second - start).
+      std::vector<double> more;
+      if (!edges_f64) {
+        const float w = static_cast<float>(edges[1]) - static_cast<float>(edges[0]);
+        const float start = static_cast<float>(edges.back()) + w;
+        const float stop = xmax + w;
+        const float span = stop - start;
+        const float steps = span / w;
+        const double n = std::ceil(static_cast<double>(steps));
+        const float second = start + w;
+        for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+          more.push_back(static_cast<double>(start) +
+                         static_cast<double>(i) * (static_cast<double>(second) - start));
+        }
+      } else {
+        const double w = edges[1] - edges[0];
+        const double start = edges.back() + w;
+        const double stop = static_cast<double>(xmax) + w;
+        const double n = std::ceil((stop - start) / w);
+        const double second = start + w;
+        for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+          more.push_back(start + static_cast<double>(i) * (second - start));
+        }
+      }
+      edges.insert(edges.end(), more.begin(), more.end());
+      edges_f64 = true;
+    }
+    auto r = EdgesHistRef(x, edges, false);
+    dropped += r.out_of_range;
+    std::vector<int64_t> h = r.counts;
+    for (size_t k = 0; k < hist.size(); ++k) h[std::min(k, h.size() - 1)] += hist[k];
+    hist = h;
+    cur_bins = static_cast<int64_t>(edges.size()) - 1;
+  }
+};
+
 }  // namespace qkit::ref
 
 #endif  // QKIT_TESTS_REFERENCE_HISTOGRAM_REF_H_
