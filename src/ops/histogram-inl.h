@@ -23,6 +23,10 @@ struct HistSlotK {
   float range = 0;        // torch rules: f32(hi - lo)
   float nb = 0;           // f32(nbins)
   float norm = 0;         // kNumpy: f32(nbins / d)
+  // kNumpy: when t = f32(f32(x - lo) * norm) lies at least this far from an integer, the
+  // edge correction cannot fire (histogram.cc: NumpySafeMargin), so the gathers are skipped.
+  // >= 0.5 means never skip.
+  float numpy_margin = 1.0f;
   int32_t nbins = 0;
   bool wide = false;      // the float32 formula could overflow: evaluate it in float64
   double dlo = 0, dhi = 0;       // double(lo), double(hi) for the float64 fallback
@@ -114,6 +118,8 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
   const auto vnonfinite = hn::Set(di, s.nbins + 1);
   const auto vzero_bin = hn::Set(di, s.nbins + 2);
   const auto one = hn::Set(di, 1);
+  const auto vmargin = hn::Set(df, s.numpy_margin);
+  const auto vmargin_hi = hn::Set(df, 1.0f - s.numpy_margin);
   size_t j = 0;
   for (; j + N <= n; j += N) {
     auto v = hn::LoadU(df, x + j);
@@ -133,14 +139,21 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
     t = hn::IfThenElseZero(in, t);
     auto b = hn::Min(hn::ConvertTo(di, t), vlast);
     if constexpr (kMode == internal::HistMode::kNumpy) {
-      // One step of correction against the float32 edges, as np.histogram does. Lanes that
-      // are not counted hold b = 0 and may step to -1; b + 1 stays inside the edge array.
-      const auto e0 = hn::GatherIndex(df, s.edges, b);
-      b = hn::IfThenElse(hn::RebindMask(di, hn::Lt(v, e0)), hn::Sub(b, one), b);
-      const auto b1 = hn::Add(b, one);
-      const auto e1 = hn::GatherIndex(df, s.edges, b1);
-      const auto inc = hn::And(hn::RebindMask(di, hn::Ge(v, e1)), hn::Ne(b, vlast));
-      b = hn::IfThenElse(inc, b1, b);
+      // One step of correction against the float32 edges, as np.histogram does. It can only
+      // fire for lanes whose t is within numpy_margin of an integer (or past the last bin);
+      // when no counted lane is, the gathers are skipped (the result is the same).
+      const auto frac = hn::Sub(t, hn::ConvertTo(df, b));
+      const auto near = hn::Or(hn::Lt(frac, vmargin), hn::Gt(frac, vmargin_hi));
+      if (!hn::AllFalse(df, hn::And(in, near))) {
+        // Lanes that are not counted hold b = 0 and may step to -1; b + 1 stays inside the
+        // edge array.
+        const auto e0 = hn::GatherIndex(df, s.edges, b);
+        b = hn::IfThenElse(hn::RebindMask(di, hn::Lt(v, e0)), hn::Sub(b, one), b);
+        const auto b1 = hn::Add(b, one);
+        const auto e1 = hn::GatherIndex(df, s.edges, b1);
+        const auto inc = hn::And(hn::RebindMask(di, hn::Ge(v, e1)), hn::Ne(b, vlast));
+        b = hn::IfThenElse(inc, b1, b);
+      }
     }
     const auto other = hn::IfThenElse(hn::RebindMask(di, hn::IsFinite(v)), vout, vnonfinite);
     b = hn::IfThenElse(hn::RebindMask(di, in), b, other);

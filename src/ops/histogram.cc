@@ -39,6 +39,24 @@ float SatF32(double v) {
   return static_cast<float>(v);
 }
 
+// A margin m such that, for every counted x of a kNumpy slot, t = f32(f32(x - lo) * norm) with
+// frac(t) in [m, 1 - m] lies in the bin whose float32 edges contain x, so np.histogram's
+// correction cannot fire. With u = 2^-24, M = max(|lo|, |hi|), D = hi - lo, N = n / D:
+//  * each edge e[k] is within ~1.01 u M of lo + k D / n (float64 linspace, then float32), i.e.
+//    within 1.01 u M N of k in t units;
+//  * t is within n u (4 + 3 M / D) of the exact (x - lo) N: float32 x - lo (u relative) after
+//    rounding lo to float32 (u M), norm from a float32 or float64 width (2u + 2u M / D relative)
+//    and the product (u).
+// So x is strictly inside [e[b], e[b+1]) when frac(t) is more than u (4n + 4.01 M N) from 0 and
+// 1; we take twice that plus 2^-20. Values >= 0.5 disable the shortcut.
+float NumpySafeMargin(double lo, double hi, int64_t nbins, float norm) {
+  const double u = 0x1p-24;
+  const double m = std::max(std::fabs(lo), std::fabs(hi));
+  const double n_per = std::max(static_cast<double>(norm), static_cast<double>(nbins) / (hi - lo));
+  const double margin = 2.0 * u * (4.0 * static_cast<double>(nbins) + 4.01 * m * n_per) + 0x1p-20;
+  return margin >= 0.5 || !std::isfinite(margin) ? 1.0f : static_cast<float>(margin);
+}
+
 HistMode ModeOf(HistogramBinning b) {
   switch (b) {
     case HistogramBinning::kTorchHistc: return HistMode::kMulDiv;
@@ -206,6 +224,7 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
       const double norm = static_cast<double>(in.nbins) / den;
       s.norm = static_cast<float>(norm);
       s.wide = !(std::isfinite(s.norm) && s.norm > 0.0f);
+      if (!s.wide) s.numpy_margin = NumpySafeMargin(dlo, dhi, in.nbins, s.norm);
     } else {
       s.lo = SatF32(lo);
       s.hi = SatF32(hi);

@@ -191,6 +191,45 @@ TEST_P(HistogramTest, RangesFromTinyToHugeAndUnaligned) {
   }
 }
 
+TEST_P(HistogramTest, NumpyValuesAroundEveryEdgeAtManyDistances) {
+  // The SIMD kNumpy path skips the edge correction for lanes whose t is far enough from an
+  // integer (histogram.cc: NumpySafeMargin). Values 0..48 ulps on both sides of edges probe
+  // that margin from inside to well outside, for ranges near and far from 0 and both range
+  // scalar types.
+  QKIT_SEED_TRACE();
+  auto rng = MakeRng();
+  struct R {
+    double lo, hi;
+    int64_t nbins;
+  };
+  const R ranges[] = {{-3.3, 7.1, 2048},     {1000.0, 1000.5, 64},  {0.0, 1.0, 100000},
+                      {-1e-3, 2e-3, 7},      {12345.678, 12399.0, 2048},
+                      {-2.0, -1.0, 3}};
+  for (const Case& c : {kCases[2], kCases[3]}) {
+    for (const R& r : ranges) {
+      std::vector<float> e(static_cast<size_t>(r.nbins + 1));
+      NumpyLinspaceEdges(r.lo, r.hi, r.nbins, e.data());
+      std::uniform_int_distribution<int64_t> pick(0, r.nbins);
+      std::vector<float> x;
+      for (int s = 0; s < 60; ++s) {
+        const float edge = e[static_cast<size_t>(pick(rng))];
+        float up = edge, down = edge;
+        for (int k = 0; k <= 48; ++k) {
+          x.push_back(up);
+          x.push_back(down);
+          up = test::NextUp(up);
+          down = test::NextDown(down);
+        }
+      }
+      const auto want = Reference(c, x, r.lo, r.hi, r.nbins, false);
+      const auto got = RunPerTensor(c, TensorView::Vector(x.data(), static_cast<int64_t>(x.size())),
+                                    r.lo, r.hi, r.nbins, false, 1);
+      ASSERT_TRUE(SameCounts(want, got)) << c.name << " [" << r.lo << ", " << r.hi << "] n "
+                                         << r.nbins;
+    }
+  }
+}
+
 TEST_P(HistogramTest, NumpyWidensAnEmptyRangeByAHalf) {
   // np.histogram([3, 3, 3], 4, range=(3, 3)) bins over [2.5, 3.5]: the values sit in bin 2
   // (edges 2.5, 2.75, 3.0, 3.25, 3.5; 3.0 is the left edge of bin 2).
