@@ -44,7 +44,9 @@ void BM_HistogramTorchHistc(benchmark::State& s) {
 void BM_HistogramTorchHistcAbs(benchmark::State& s) {
   RunHistogramBench(s, HistogramBinning::kTorchHistc, true);
 }
-void BM_HistogramNumpy(benchmark::State& s) { RunHistogramBench(s, HistogramBinning::kNumpy, false); }
+void BM_HistogramNumpy(benchmark::State& s) {
+  RunHistogramBench(s, HistogramBinning::kNumpy, false);
+}
 BENCHMARK(BM_HistogramTorchHistc)->Apply(StandardArgs);
 BENCHMARK(BM_HistogramTorchHistcAbs)->Apply(StandardArgs);
 BENCHMARK(BM_HistogramNumpy)->Apply(StandardArgs);

@@ -72,19 +72,21 @@ EntropySearchResult EntropySearch(const int64_t* hist, int64_t num_bins,
   constexpr const char* kCaller = "qkit::EntropySearch";
   QKIT_REQUIRE(hist != nullptr, InvalidArgument, kCaller << ": `hist` is null");
   QKIT_REQUIRE(num_bins >= 2, InvalidArgument,
-               kCaller << ": `num_bins`=" << num_bins << " must be >= 2 (bins[0] is replaced by "
-                       "bins[1])");
+               kCaller << ": `num_bins`=" << num_bins
+                       << " must be >= 2 (bins[0] is replaced by "
+                          "bins[1])");
   QKIT_REQUIRE(o.num_bits >= 1 && o.num_bits <= 16, InvalidArgument,
                kCaller << ": `num_bits`=" << o.num_bits << " outside [1, 16]");
   QKIT_REQUIRE(o.stride >= 1, InvalidArgument,
                kCaller << ": `stride`=" << o.stride << " must be >= 1");
   QKIT_REQUIRE(o.start_bin >= 1 && o.start_bin <= num_bins, InvalidArgument,
-               kCaller << ": `start_bin`=" << o.start_bin << " outside [1, num_bins="
-                       << num_bins << "] (no candidate to evaluate)");
+               kCaller << ": `start_bin`=" << o.start_bin << " outside [1, num_bins=" << num_bins
+                       << "] (no candidate to evaluate)");
   std::vector<int64_t> b(hist, hist + num_bins);
   for (int64_t k = 0; k < num_bins; ++k) {
-    QKIT_REQUIRE(b[static_cast<size_t>(k)] >= 0, InvalidArgument,
-                 kCaller << ": `hist[" << k << "]`=" << b[static_cast<size_t>(k)] << " is negative");
+    QKIT_REQUIRE(
+        b[static_cast<size_t>(k)] >= 0, InvalidArgument,
+        kCaller << ": `hist[" << k << "]`=" << b[static_cast<size_t>(k)] << " is negative");
   }
   b[0] = b[1];  // suppress the spike at zero, as upstream does
   const int64_t nbins = int64_t{1} << (o.num_bits - 1 + (o.is_unsigned ? 1 : 0));
@@ -96,8 +98,8 @@ EntropySearchResult EntropySearch(const int64_t* hist, int64_t num_bins,
   for (size_t j = 0; j < n; ++j) {
     pb[j + 1] = pb[j] + b[j];
     pnz[j + 1] = pnz[j] + (b[j] > 0 ? 1 : 0);
-    pl[j + 1] = pl[j] + (b[j] > 0 ? static_cast<double>(b[j]) * std::log(static_cast<double>(b[j]))
-                                  : 0.0);
+    pl[j + 1] =
+        pl[j] + (b[j] > 0 ? static_cast<double>(b[j]) * std::log(static_cast<double>(b[j])) : 0.0);
   }
   const int64_t total = pb[n];
   const double log_total = std::log(static_cast<double>(total));
@@ -120,7 +122,8 @@ EntropySearchResult EntropySearch(const int64_t* hist, int64_t num_bins,
       kl = kInf;  // p^ > 0 where q^ = 0
     } else {
       const double p_last = static_cast<double>(last + tail);
-      const double a = pl[static_cast<size_t>(i - 1)] + (p_last > 0 ? p_last * std::log(p_last) : 0.0);
+      const double a =
+          pl[static_cast<size_t>(i - 1)] + (p_last > 0 ? p_last * std::log(p_last) : 0.0);
       double cc = 0.0;
       double tail_log_q = 0.0;
       for (int64_t k = 0; k < nbins; ++k) {
@@ -129,7 +132,8 @@ EntropySearchResult EntropySearch(const int64_t* hist, int64_t num_bins,
         if (hi <= lo) continue;
         const int64_t cnt = pnz[static_cast<size_t>(hi)] - pnz[static_cast<size_t>(lo)];
         if (cnt == 0) continue;
-        const double bk = static_cast<double>(pb[static_cast<size_t>(hi)] - pb[static_cast<size_t>(lo)]);
+        const double bk =
+            static_cast<double>(pb[static_cast<size_t>(hi)] - pb[static_cast<size_t>(lo)]);
         const double lq = std::log(bk / static_cast<double>(cnt));
         cc += bk * lq;
         if (lo <= i - 1 && i - 1 < hi) tail_log_q = lq;

@@ -78,8 +78,8 @@ L2SearchResult Search(const std::vector<double>& csum, double total, const Nonze
   // float32, as the reference's 0-d subtraction; where that overflows (ranges wider than
   // FLT_MAX, on which the reference computes NaN errors) the float64 difference.
   const float span = max_val - min_val;
-  const double span_d = std::isfinite(span) ? static_cast<double>(span)
-                                            : static_cast<double>(max_val) - min_val;
+  const double span_d =
+      std::isfinite(span) ? static_cast<double>(span) : static_cast<double>(max_val) - min_val;
   const double bin_width = span_d / static_cast<double>(bins);
   const double stepsize = 1e-5;
   double alpha = 0.0, beta = 1.0;
@@ -171,9 +171,9 @@ L2SearchResult L2NormSearch(const float* hist, int64_t bins, float min_val, floa
   float run = 0.0f;    // numpy.cumsum of a float32 array
   double total = 0.0;  // Python's sum() over the float32 entries: float64
   for (int64_t k = 0; k < bins; ++k) {
-    QKIT_REQUIRE(std::isfinite(hist[k]) && hist[k] >= 0.0f, InvalidArgument,
-                 "qkit::L2NormSearch: `hist[" << k << "]`=" << hist[k]
-                                              << " must be finite and >= 0");
+    QKIT_REQUIRE(
+        std::isfinite(hist[k]) && hist[k] >= 0.0f, InvalidArgument,
+        "qkit::L2NormSearch: `hist[" << k << "]`=" << hist[k] << " must be finite and >= 0");
     run += hist[k];
     total += hist[k];
     csum[static_cast<size_t>(k)] = run;
@@ -188,8 +188,8 @@ L2SearchResult L2NormSearch(const float* hist, int64_t bins, float min_val, floa
 double L2QuantError(const int64_t* hist, int64_t bins, double bin_width, int64_t start_bin,
                     int64_t end_bin, int64_t dst_nbins) {
   QKIT_REQUIRE(hist != nullptr && bins >= 1 && dst_nbins >= 1, InvalidArgument,
-               "qkit::L2QuantError: need a histogram of `bins`=" << bins << " >= 1 bins and `dst_nbins`="
-                                                                 << dst_nbins << " >= 1");
+               "qkit::L2QuantError: need a histogram of `bins`="
+                   << bins << " >= 1 bins and `dst_nbins`=" << dst_nbins << " >= 1");
   NonzeroBins nz;
   for (int64_t k = 0; k < bins; ++k) {
     if (hist[k] != 0) {

@@ -32,12 +32,12 @@ enum class CalKind {
 
 struct CalPlan {
   CalKind kind = CalKind::kFirst;
-  bool use_edges = false;   // numpy path after the first batch: np.histogram(x, bins=edges)
-  HistogramSlot binning;    // otherwise: the range binning of the batch
+  bool use_edges = false;     // numpy path after the first batch: np.histogram(x, bins=edges)
+  HistogramSlot binning;      // otherwise: the range binning of the batch
   std::vector<double> edges;  // the slot's edges afterwards
   bool edges_f64 = false;
-  int64_t num_bins = 0;     // the slot's num_bins afterwards
-  int64_t new_len = 0;      // bins of the batch's counts (= of the new histogram)
+  int64_t num_bins = 0;  // the slot's num_bins afterwards
+  int64_t new_len = 0;   // bins of the batch's counts (= of the new histogram)
 };
 
 std::vector<double> ToDoubles(const std::vector<float>& v) { return {v.begin(), v.end()}; }
@@ -68,7 +68,7 @@ CalPlan PlanSlot(const HistogramCalibratorOptions& o, const std::vector<int64_t>
         } else {
           plan.kind = CalKind::kAddOld;
           plan.num_bins = static_cast<int64_t>(std::ceil(amax / width));  // f32 division
-          const float end = amax + width;                                   // f32 addition
+          const float end = amax + width;                                 // f32 addition
           const double count = std::ceil(static_cast<double>(end) / static_cast<double>(width));
           plan.edges.resize(static_cast<size_t>(count));
           for (size_t k = 0; k < plan.edges.size(); ++k) {
@@ -80,8 +80,8 @@ CalPlan PlanSlot(const HistogramCalibratorOptions& o, const std::vector<int64_t>
         plan.kind = CalKind::kAddOld;
         plan.edges = edges;
         plan.num_bins = num_bins;
-        plan.binning = last > 0.0f ? HistogramSlot{0.0, last, num_bins}
-                                   : HistogramSlot{-1.0, 1.0, num_bins};
+        plan.binning =
+            last > 0.0f ? HistogramSlot{0.0, last, num_bins} : HistogramSlot{-1.0, 1.0, num_bins};
       }
     }
     plan.new_len = plan.num_bins;
@@ -163,21 +163,20 @@ RangeStats AbsRange(const TensorView& x, const ParamLayout& layout, bool skip_ze
   internal::ParallelFor(chunks, threads, [&](int64_t c, int t) {
     Partial& part = parts[static_cast<size_t>(t)];
     const int64_t begin = c * internal::kGrain, end = std::min(numel, begin + internal::kGrain);
-    internal::ForEachF32Block(walk, 1, begin, end,
-                              [&](const float* const* in, float* const*, const internal::Run& r) {
-                                for (int64_t j = 0; j < r.count; ++j) {
-                                  const float v = std::fabs(in[0][j]);
-                                  if (!std::isfinite(v)) {
-                                    ++part.nonfinite;
-                                    continue;
-                                  }
-                                  if (skip_zeros && v == 0.0f) continue;
-                                  const size_t p = static_cast<size_t>(
-                                      r.param_index + (r.param_step ? j : 0));
-                                  part.lo[p] = std::min(part.lo[p], v);
-                                  part.hi[p] = std::max(part.hi[p], v);
-                                }
-                              });
+    internal::ForEachF32Block(
+        walk, 1, begin, end, [&](const float* const* in, float* const*, const internal::Run& r) {
+          for (int64_t j = 0; j < r.count; ++j) {
+            const float v = std::fabs(in[0][j]);
+            if (!std::isfinite(v)) {
+              ++part.nonfinite;
+              continue;
+            }
+            if (skip_zeros && v == 0.0f) continue;
+            const size_t p = static_cast<size_t>(r.param_index + (r.param_step ? j : 0));
+            part.lo[p] = std::min(part.lo[p], v);
+            part.hi[p] = std::max(part.hi[p], v);
+          }
+        });
   });
   for (const Partial& part : parts) {  // min / max and integer sums: order-independent
     for (size_t p = 0; p < static_cast<size_t>(n); ++p) {
@@ -200,8 +199,8 @@ RangeStats AbsRange(const TensorView& x, const ParamLayout& layout, bool skip_ze
 TensorView ChannelSlice(const TensorView& x, int64_t axis, int64_t c) {
   TensorView v;
   v.dtype = x.dtype;
-  v.data = static_cast<char*>(x.data) +
-           c * x.strides[axis] * static_cast<int64_t>(DTypeSize(x.dtype));
+  v.data =
+      static_cast<char*>(x.data) + c * x.strides[axis] * static_cast<int64_t>(DTypeSize(x.dtype));
   v.ndim = 0;
   for (int d = 0; d < x.ndim; ++d) {
     if (d == axis) continue;
@@ -214,11 +213,10 @@ TensorView ChannelSlice(const TensorView& x, int64_t axis, int64_t c) {
 
 void ValidateState(const HistogramCalibratorState& s, const char* caller) {
   const size_t n = s.hist.size();
-  QKIT_REQUIRE(s.edges.size() == n && s.edges_f64.size() == n && s.num_bins.size() == n,
-               InvalidArgument,
-               caller << ": inconsistent state: " << n << " `hist`, " << s.edges.size()
-                      << " `edges`, " << s.edges_f64.size() << " `edges_f64`, "
-                      << s.num_bins.size() << " `num_bins`");
+  QKIT_REQUIRE(
+      s.edges.size() == n && s.edges_f64.size() == n && s.num_bins.size() == n, InvalidArgument,
+      caller << ": inconsistent state: " << n << " `hist`, " << s.edges.size() << " `edges`, "
+             << s.edges_f64.size() << " `edges_f64`, " << s.num_bins.size() << " `num_bins`");
   QKIT_REQUIRE(s.nonfinite_count >= 0 && s.dropped_count >= 0, InvalidArgument,
                caller << ": negative counters (`nonfinite_count`=" << s.nonfinite_count
                       << ", `dropped_count`=" << s.dropped_count << ")");
@@ -227,8 +225,7 @@ void ValidateState(const HistogramCalibratorState& s, const char* caller) {
     const auto& e = s.edges[p];
     if (h.empty()) {
       QKIT_REQUIRE(e.empty() && s.num_bins[p] == 0 && s.edges_f64[p] == 0, InvalidArgument,
-                   caller << ": slot " << p
-                          << " collected nothing but holds edges or a bin count");
+                   caller << ": slot " << p << " collected nothing but holds edges or a bin count");
       continue;
     }
     QKIT_REQUIRE(e.size() >= 2 && s.num_bins[p] >= 1 && s.edges_f64[p] <= 1, InvalidArgument,
@@ -264,9 +261,12 @@ CalibMethod ParseCalibMethod(std::string_view name) {
 
 const char* CalibMethodName(CalibMethod m) {
   switch (m) {
-    case CalibMethod::kEntropy: return "entropy";
-    case CalibMethod::kMse: return "mse";
-    case CalibMethod::kPercentile: return "percentile";
+    case CalibMethod::kEntropy:
+      return "entropy";
+    case CalibMethod::kMse:
+      return "mse";
+    case CalibMethod::kPercentile:
+      return "percentile";
   }
   return "unknown";
 }
@@ -277,9 +277,9 @@ void HistogramCalibratorOptions::Validate(const char* caller) const {
                InvalidArgument,
                caller << ": `layout`=" << layout.ToString()
                       << " is not supported (per tensor or per channel)");
-  QKIT_REQUIRE(num_bins >= 2 && num_bins <= kMaxHistogramBins, InvalidArgument,
-               caller << ": `num_bins`=" << num_bins << " outside [2, " << kMaxHistogramBins
-                      << "]");
+  QKIT_REQUIRE(
+      num_bins >= 2 && num_bins <= kMaxHistogramBins, InvalidArgument,
+      caller << ": `num_bins`=" << num_bins << " outside [2, " << kMaxHistogramBins << "]");
   QKIT_REQUIRE(num_bits >= 2 && num_bits <= 16, InvalidArgument,
                caller << ": `num_bits`=" << num_bits << " outside [2, 16]");
   QKIT_REQUIRE(torch_binning == HistogramBinning::kTorchHistc ||
@@ -319,7 +319,8 @@ RangeStats HistogramCalibrator::BatchRangeImpl(const TensorView& x, const Contex
   if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
   bool need_min = false;
   if (!options_.torch_hist) {
-    for (int64_t p = 0; p < n; ++p) need_min = need_min || num_slots() == 0 || state_.hist[p].empty();
+    for (int64_t p = 0; p < n; ++p)
+      need_min = need_min || num_slots() == 0 || state_.hist[p].empty();
   }
   RangeStats s;
   if (need_min) {
@@ -339,9 +340,9 @@ RangeStats HistogramCalibrator::BatchRangeImpl(const TensorView& x, const Contex
       s.min[p] = 0.0f;
     }
   }
-  QKIT_REQUIRE(!options_.error_on_nonfinite || s.nonfinite == 0, InvalidArgument,
-               caller << ": `x` holds " << s.nonfinite
-                      << " NaN / Inf values (`error_on_nonfinite` is set)");
+  QKIT_REQUIRE(
+      !options_.error_on_nonfinite || s.nonfinite == 0, InvalidArgument,
+      caller << ": `x` holds " << s.nonfinite << " NaN / Inf values (`error_on_nonfinite` is set)");
   return s;
 }
 
@@ -418,8 +419,7 @@ std::vector<int64_t> HistogramCalibrator::BatchCountsImpl(const TensorView& x,
   return out;
 }
 
-std::vector<int64_t> HistogramCalibrator::BatchCounts(const TensorView& x,
-                                                      const RangeStats& merged,
+std::vector<int64_t> HistogramCalibrator::BatchCounts(const TensorView& x, const RangeStats& merged,
                                                       const Context& ctx) const {
   return BatchCountsImpl(x, merged, ctx, "qkit::HistogramCalibrator::BatchCounts");
 }
@@ -477,9 +477,9 @@ bool HistogramCalibrator::ObserveInRange(const TensorView& x, const Context& ctx
     if (sk.out_of_range != 0) return false;
     nonfinite += sk.nonfinite;
   }
-  QKIT_REQUIRE(!options_.error_on_nonfinite || nonfinite == 0, InvalidArgument,
-               caller << ": `x` holds " << nonfinite
-                      << " NaN / Inf values (`error_on_nonfinite` is set)");
+  QKIT_REQUIRE(
+      !options_.error_on_nonfinite || nonfinite == 0, InvalidArgument,
+      caller << ": `x` holds " << nonfinite << " NaN / Inf values (`error_on_nonfinite` is set)");
   for (int64_t p = 0; p < n; ++p) {
     auto& h = state_.hist[p];
     const int64_t* c = counts.data() + offset[p];
@@ -523,9 +523,8 @@ void HistogramCalibrator::CommitImpl(const RangeStats& merged,
     total += plans[p].new_len;
   }
   QKIT_REQUIRE(static_cast<int64_t>(merged_counts.size()) == total + n, InvalidArgument,
-               caller << ": `merged_counts` has " << merged_counts.size()
-                      << " entries, expected " << total + n
-                      << " (the new bins of every slot with data, then one per slot)");
+               caller << ": `merged_counts` has " << merged_counts.size() << " entries, expected "
+                      << total + n << " (the new bins of every slot with data, then one per slot)");
   for (int64_t c : merged_counts) {
     QKIT_REQUIRE(c >= 0, InvalidArgument, caller << ": `merged_counts` holds " << c);
   }
@@ -562,9 +561,9 @@ HistogramCalibrator HistogramCalibrator::Merge(const HistogramCalibrator& a,
   constexpr const char* kCaller = "qkit::HistogramCalibrator::Merge";
   const auto& oa = a.options_;
   const auto& ob = b.options_;
-  const bool same_layout = oa.layout.granularity == ob.layout.granularity &&
-                           (oa.layout.granularity == Granularity::kPerTensor ||
-                            oa.layout.axis == ob.layout.axis);
+  const bool same_layout =
+      oa.layout.granularity == ob.layout.granularity &&
+      (oa.layout.granularity == Granularity::kPerTensor || oa.layout.axis == ob.layout.axis);
   QKIT_REQUIRE(same_layout && oa.num_bins == ob.num_bins && oa.num_bits == ob.num_bits &&
                    oa.is_unsigned == ob.is_unsigned && oa.skip_zeros == ob.skip_zeros &&
                    oa.torch_hist == ob.torch_hist && oa.torch_binning == ob.torch_binning &&
@@ -576,9 +575,9 @@ HistogramCalibrator HistogramCalibrator::Merge(const HistogramCalibrator& a,
     out.state_.dropped_count = a.state_.dropped_count + b.state_.dropped_count;
     return out;
   }
-  QKIT_REQUIRE(a.num_slots() == b.num_slots(), InvalidArgument,
-               kCaller << ": slot counts differ (" << a.num_slots() << " vs " << b.num_slots()
-                       << ")");
+  QKIT_REQUIRE(
+      a.num_slots() == b.num_slots(), InvalidArgument,
+      kCaller << ": slot counts differ (" << a.num_slots() << " vs " << b.num_slots() << ")");
   HistogramCalibrator out = a;
   auto& s = out.state_;
   const auto& t = b.state_;
@@ -617,8 +616,7 @@ std::optional<std::vector<float>> HistogramCalibrator::ComputeAmax(CalibMethod m
   QKIT_REQUIRE(start_bin >= 0, InvalidArgument,
                kCaller << ": `start_bin`=" << start_bin << " must be >= 0");
   QKIT_REQUIRE(method != CalibMethod::kPercentile || (percentile >= 0.0 && percentile <= 100.0),
-               InvalidArgument,
-               kCaller << ": `percentile`=" << percentile << " outside [0, 100]");
+               InvalidArgument, kCaller << ": `percentile`=" << percentile << " outside [0, 100]");
   if (empty()) return std::nullopt;
   std::vector<float> out(static_cast<size_t>(num_slots()), std::numeric_limits<float>::quiet_NaN());
   for (int64_t p = 0; p < num_slots(); ++p) {
@@ -705,7 +703,8 @@ HistogramCalibrator HistogramCalibrator::Load(const uint8_t* data, size_t size) 
   o.is_unsigned = r.Bool();
   o.skip_zeros = r.Bool();
   o.torch_hist = r.Bool();
-  o.torch_binning = static_cast<HistogramBinning>(internal::ReadEnum(r, 3, "torch_binning", kCaller));
+  o.torch_binning =
+      static_cast<HistogramBinning>(internal::ReadEnum(r, 3, "torch_binning", kCaller));
   o.error_on_nonfinite = r.Bool();
   HistogramCalibratorState s;
   const int64_t n = r.I64();
@@ -735,17 +734,16 @@ HistogramCalibrator HistogramCalibrator::Load(const uint8_t* data, size_t size) 
 
 std::string HistogramCalibrator::ToJson() const {
   Json j = internal::ObserverJsonHeader(kKind, kStateVersion);
-  j["options"] = {
-      {"layout", internal::LayoutToJson(options_.layout)},
-      {"num_bins", options_.num_bins},
-      {"num_bits", options_.num_bits},
-      {"unsigned", options_.is_unsigned},
-      {"skip_zeros", options_.skip_zeros},
-      {"torch_hist", options_.torch_hist},
-      {"torch_binning", options_.torch_binning == HistogramBinning::kTorchHistc
-                            ? "torch_histc"
-                            : "torch_histc_divide_first"},
-      {"error_on_nonfinite", options_.error_on_nonfinite}};
+  j["options"] = {{"layout", internal::LayoutToJson(options_.layout)},
+                  {"num_bins", options_.num_bins},
+                  {"num_bits", options_.num_bits},
+                  {"unsigned", options_.is_unsigned},
+                  {"skip_zeros", options_.skip_zeros},
+                  {"torch_hist", options_.torch_hist},
+                  {"torch_binning", options_.torch_binning == HistogramBinning::kTorchHistc
+                                        ? "torch_histc"
+                                        : "torch_histc_divide_first"},
+                  {"error_on_nonfinite", options_.error_on_nonfinite}};
   Json edges = Json::array();
   for (const auto& e : state_.edges) edges.push_back(e);
   j["state"] = {{"hist", state_.hist},
@@ -764,8 +762,8 @@ HistogramCalibrator HistogramCalibrator::FromJson(std::string_view json) {
   const Json& jo = JsonField(j, "options", "", kCaller);
   const Json& js = JsonField(j, "state", "", kCaller);
   HistogramCalibratorOptions o;
-  o.layout = internal::LayoutFromJson(JsonField(jo, "layout", "options", kCaller),
-                                      "options.layout", kCaller);
+  o.layout = internal::LayoutFromJson(JsonField(jo, "layout", "options", kCaller), "options.layout",
+                                      kCaller);
   o.num_bins = internal::Int64FromJson(JsonField(jo, "num_bins", "options", kCaller),
                                        "options.num_bins", kCaller);
   const int64_t bits = internal::Int64FromJson(JsonField(jo, "num_bits", "options", kCaller),
@@ -795,8 +793,8 @@ HistogramCalibrator HistogramCalibrator::FromJson(std::string_view json) {
   QKIT_REQUIRE(jh.is_array() && je.is_array(), InvalidArgument,
                kCaller << ": `state.hist` and `state.edges` must be arrays");
   for (size_t p = 0; p < jh.size(); ++p) {
-    s.hist.push_back(internal::Int64sFromJson(jh[p], "state.hist[" + std::to_string(p) + "]",
-                                              kCaller));
+    s.hist.push_back(
+        internal::Int64sFromJson(jh[p], "state.hist[" + std::to_string(p) + "]", kCaller));
   }
   for (size_t p = 0; p < je.size(); ++p) {
     const std::string path = "state.edges[" + std::to_string(p) + "]";

@@ -51,8 +51,8 @@ struct SlotPlan {
   int64_t huge_bin = 0;
 };
 
-SlotPlan PlanSlot(const HistogramObserverOptions& o, bool has_hist, float min_val,
-                  float max_val, float bmin, float bmax) {
+SlotPlan PlanSlot(const HistogramObserverOptions& o, bool has_hist, float min_val, float max_val,
+                  float bmin, float bmax) {
   SlotPlan plan;
   plan.binning.nbins = o.bins;
   if (!has_hist) {
@@ -99,8 +99,8 @@ SlotPlan PlanSlot(const HistogramObserverOptions& o, bool has_hist, float min_va
   if (!(down * static_cast<double>(o.bins) < kLimit) || !(start < kLimit)) {
     plan.huge = true;
     const double j = std::floor(start / down);
-    plan.huge_bin = j >= static_cast<double>(o.bins - 1) ? o.bins - 1
-                                                         : static_cast<int64_t>(std::max(j, 0.0));
+    plan.huge_bin =
+        j >= static_cast<double>(o.bins - 1) ? o.bins - 1 : static_cast<int64_t>(std::max(j, 0.0));
     return plan;
   }
   plan.down = static_cast<int64_t>(down);
@@ -111,8 +111,7 @@ SlotPlan PlanSlot(const HistogramObserverOptions& o, bool has_hist, float min_va
 // MegEngine's _combine_histograms with integer rounding: new[j] = floor(U((j + 1) d) / r) -
 // floor(U(j d) / r), U(f) = exact count mass of the upsampled grid cells below f; cells past the
 // grid's end count in its last cell, so the last bin takes the remainder of the total.
-void CombineInto(const int64_t* old, int64_t bins, int64_t up, const SlotPlan& plan,
-                 int64_t* out) {
+void CombineInto(const int64_t* old, int64_t bins, int64_t up, const SlotPlan& plan, int64_t* out) {
   int64_t total = 0;
   for (int64_t i = 0; i < bins; ++i) total += old[i];
   if (plan.huge) {
@@ -132,7 +131,8 @@ void CombineInto(const int64_t* old, int64_t bins, int64_t up, const SlotPlan& p
   };
   int64_t prev = 0;  // floor(U(j d) / r)
   for (int64_t j = 0; j + 1 < bins; ++j) {
-    const int64_t cur = static_cast<int64_t>(mass_below((j + 1) * plan.down) / static_cast<U128>(up));
+    const int64_t cur =
+        static_cast<int64_t>(mass_below((j + 1) * plan.down) / static_cast<U128>(up));
     out[j] += cur - prev;
     prev = cur;
   }
@@ -193,15 +193,14 @@ void HistogramObserverOptions::Validate(const char* caller) const {
                       << " is not supported (per tensor or per channel)");
   QKIT_REQUIRE(bins >= 1 && bins <= kMaxHistogramBins, InvalidArgument,
                caller << ": `bins`=" << bins << " outside [1, " << kMaxHistogramBins << "]");
-  QKIT_REQUIRE(upsample_rate >= 1 && upsample_rate <= kMaxUpsample, InvalidArgument,
-               caller << ": `upsample_rate`=" << upsample_rate << " outside [1, " << kMaxUpsample
-                      << "]");
+  QKIT_REQUIRE(
+      upsample_rate >= 1 && upsample_rate <= kMaxUpsample, InvalidArgument,
+      caller << ": `upsample_rate`=" << upsample_rate << " outside [1, " << kMaxUpsample << "]");
   QKIT_REQUIRE(dst_nbins >= 0, InvalidArgument,
                caller << ": `dst_nbins`=" << dst_nbins << " must be >= 0 (0: from the QuantSpec)");
 }
 
-HistogramObserver::HistogramObserver(const HistogramObserverOptions& options)
-    : options_(options) {
+HistogramObserver::HistogramObserver(const HistogramObserverOptions& options) : options_(options) {
   options_.Validate("qkit::HistogramObserver");
 }
 
@@ -224,9 +223,9 @@ RangeStats HistogramObserver::BatchRangeImpl(const TensorView& x, const Context&
   const int64_t n = NumParams(x, options_.layout, caller);
   if (x.numel() > 0) internal::CheckSlotCount(n, num_slots(), options_.layout, &x, caller);
   RangeStats s = ComputeBatchRange(x, options_.layout, NonFinite::kSkip, ctx, caller);
-  QKIT_REQUIRE(!options_.error_on_nonfinite || s.nonfinite == 0, InvalidArgument,
-               caller << ": `x` holds " << s.nonfinite
-                      << " NaN / Inf values (`error_on_nonfinite` is set)");
+  QKIT_REQUIRE(
+      !options_.error_on_nonfinite || s.nonfinite == 0, InvalidArgument,
+      caller << ": `x` holds " << s.nonfinite << " NaN / Inf values (`error_on_nonfinite` is set)");
   return s;
 }
 
@@ -319,9 +318,9 @@ bool HistogramObserver::ObserveInRange(const TensorView& x, const Context& ctx,
     if (sk.out_of_range != 0) return false;
     nonfinite += sk.nonfinite;
   }
-  QKIT_REQUIRE(!options_.error_on_nonfinite || nonfinite == 0, InvalidArgument,
-               caller << ": `x` holds " << nonfinite
-                      << " NaN / Inf values (`error_on_nonfinite` is set)");
+  QKIT_REQUIRE(
+      !options_.error_on_nonfinite || nonfinite == 0, InvalidArgument,
+      caller << ": `x` holds " << nonfinite << " NaN / Inf values (`error_on_nonfinite` is set)");
   for (int64_t p = 0; p < n; ++p) {
     int64_t* hist = state_.histogram.data() + p * bins;
     const int64_t* c = counts.data() + p * bins;
@@ -342,8 +341,7 @@ void HistogramObserver::Commit(const RangeStats& merged,
 }
 
 void HistogramObserver::CommitImpl(const RangeStats& merged,
-                                   const std::vector<int64_t>& merged_counts,
-                                   const char* caller) {
+                                   const std::vector<int64_t>& merged_counts, const char* caller) {
   merged.Validate(caller);
   const int64_t n = merged.num_slots();
   const int64_t bins = options_.bins;
@@ -374,8 +372,8 @@ void HistogramObserver::CommitImpl(const RangeStats& merged,
   for (int64_t p = 0; p < n; ++p) {
     if (merged.observed[p] == 0) continue;
     const bool has = next.num_batches[p] > 0;
-    const SlotPlan plan = PlanSlot(options_, has, next.min_val[p], next.max_val[p],
-                                   merged.min[p], merged.max[p]);
+    const SlotPlan plan =
+        PlanSlot(options_, has, next.min_val[p], next.max_val[p], merged.min[p], merged.max[p]);
     int64_t* hist = next.histogram.data() + p * bins;
     const int64_t* batch = merged_counts.data() + p * bins;
     std::copy(batch, batch + bins, fresh.begin());
@@ -412,8 +410,7 @@ void HistogramObserver::CommitImpl(const RangeStats& merged,
   state_ = std::move(next);
 }
 
-HistogramObserver HistogramObserver::Merge(const HistogramObserver& a,
-                                           const HistogramObserver& b) {
+HistogramObserver HistogramObserver::Merge(const HistogramObserver& a, const HistogramObserver& b) {
   constexpr const char* kCaller = "qkit::HistogramObserver::Merge";
   const auto& oa = a.options_;
   const auto& ob = b.options_;
@@ -423,13 +420,12 @@ HistogramObserver HistogramObserver::Merge(const HistogramObserver& a,
                InvalidArgument, kCaller << ": options differ");
   if (b.num_slots() == 0 || a.num_slots() == 0) {
     HistogramObserver out = b.num_slots() == 0 ? a : b;
-    out.state_.nonfinite_count =
-        a.state_.nonfinite_count + b.state_.nonfinite_count;
+    out.state_.nonfinite_count = a.state_.nonfinite_count + b.state_.nonfinite_count;
     return out;
   }
-  QKIT_REQUIRE(a.num_slots() == b.num_slots(), InvalidArgument,
-               kCaller << ": slot counts differ (" << a.num_slots() << " vs " << b.num_slots()
-                       << ")");
+  QKIT_REQUIRE(
+      a.num_slots() == b.num_slots(), InvalidArgument,
+      kCaller << ": slot counts differ (" << a.num_slots() << " vs " << b.num_slots() << ")");
   HistogramObserver out = a;
   HistogramObserverState& s = out.state_;
   const HistogramObserverState& t = b.state_;
@@ -443,11 +439,9 @@ HistogramObserver HistogramObserver::Merge(const HistogramObserver& a,
       s.max_val[p] = t.max_val[p];
       std::copy(ht, ht + bins, hs);
     } else {
-      QKIT_REQUIRE(s.min_val[p] == t.min_val[p] && s.max_val[p] == t.max_val[p],
-                   InvalidArgument,
-                   kCaller << ": slot " << p << " covers [" << s.min_val[p] << ", "
-                           << s.max_val[p] << "] in `a` but [" << t.min_val[p] << ", "
-                           << t.max_val[p]
+      QKIT_REQUIRE(s.min_val[p] == t.min_val[p] && s.max_val[p] == t.max_val[p], InvalidArgument,
+                   kCaller << ": slot " << p << " covers [" << s.min_val[p] << ", " << s.max_val[p]
+                           << "] in `a` but [" << t.min_val[p] << ", " << t.max_val[p]
                            << "] in `b`; histograms over different ranges cannot be merged "
                               "exactly (use the distributed protocol)");
       for (int64_t k = 0; k < bins; ++k) hs[k] += ht[k];
@@ -458,8 +452,7 @@ HistogramObserver HistogramObserver::Merge(const HistogramObserver& a,
   return out;
 }
 
-void HistogramObserver::ComputeRange(const QuantSpec& spec, float* min_out,
-                                     float* max_out) const {
+void HistogramObserver::ComputeRange(const QuantSpec& spec, float* min_out, float* max_out) const {
   constexpr const char* kCaller = "qkit::HistogramObserver::ComputeRange";
   spec.Validate(kCaller);
   QKIT_REQUIRE(min_out != nullptr && max_out != nullptr, InvalidArgument,
@@ -470,13 +463,12 @@ void HistogramObserver::ComputeRange(const QuantSpec& spec, float* min_out,
     QKIT_REQUIRE(state_.num_batches[p] > 0, FailedPrecondition,
                  kCaller << ": slot " << p << " has not seen any data");
   }
-  const int64_t dst = options_.dst_nbins > 0 ? options_.dst_nbins
-                                             : spec.QuantMax() - spec.QuantMin() + 1;
+  const int64_t dst =
+      options_.dst_nbins > 0 ? options_.dst_nbins : spec.QuantMax() - spec.QuantMin() + 1;
   std::vector<float> lo(static_cast<size_t>(num_slots())), hi(lo.size());
   for (int64_t p = 0; p < num_slots(); ++p) {
-    const L2SearchResult r =
-        L2NormSearch(state_.histogram.data() + p * options_.bins, options_.bins,
-                     state_.min_val[p], state_.max_val[p], dst);
+    const L2SearchResult r = L2NormSearch(state_.histogram.data() + p * options_.bins,
+                                          options_.bins, state_.min_val[p], state_.max_val[p], dst);
     lo[p] = r.new_min;
     hi[p] = r.new_max;
   }
@@ -484,8 +476,8 @@ void HistogramObserver::ComputeRange(const QuantSpec& spec, float* min_out,
   std::copy(hi.begin(), hi.end(), max_out);
 }
 
-void HistogramObserver::ComputeQParams(const QuantSpec& spec, const QParamsRule& rule,
-                                       float* scale, float* zero_point) const {
+void HistogramObserver::ComputeQParams(const QuantSpec& spec, const QParamsRule& rule, float* scale,
+                                       float* zero_point) const {
   constexpr const char* kCaller = "qkit::HistogramObserver::ComputeQParams";
   std::vector<float> lo(static_cast<size_t>(num_slots())), hi(lo.size());
   if (num_slots() > 0 && !empty()) {
@@ -494,8 +486,8 @@ void HistogramObserver::ComputeQParams(const QuantSpec& spec, const QParamsRule&
     if (all) ComputeRange(spec, lo.data(), hi.data());
   }
   // Checks the spec's layout, emptiness (FailedPrecondition) and the range, then writes.
-  internal::ComputeQParamsFromRanges(options_.layout, lo, hi, state_.num_batches, spec, rule,
-                                     scale, zero_point, kCaller);
+  internal::ComputeQParamsFromRanges(options_.layout, lo, hi, state_.num_batches, spec, rule, scale,
+                                     zero_point, kCaller);
 }
 
 void HistogramObserver::Reset() { state_ = HistogramObserverState{}; }
@@ -563,10 +555,10 @@ HistogramObserver HistogramObserver::FromJson(std::string_view json) {
   const Json& jo = JsonField(j, "options", "", kCaller);
   const Json& js = JsonField(j, "state", "", kCaller);
   HistogramObserverOptions o;
-  o.layout = internal::LayoutFromJson(JsonField(jo, "layout", "options", kCaller),
-                                      "options.layout", kCaller);
-  o.bins = internal::Int64FromJson(JsonField(jo, "bins", "options", kCaller), "options.bins",
-                                   kCaller);
+  o.layout = internal::LayoutFromJson(JsonField(jo, "layout", "options", kCaller), "options.layout",
+                                      kCaller);
+  o.bins =
+      internal::Int64FromJson(JsonField(jo, "bins", "options", kCaller), "options.bins", kCaller);
   o.upsample_rate = internal::Int64FromJson(JsonField(jo, "upsample_rate", "options", kCaller),
                                             "options.upsample_rate", kCaller);
   o.dst_nbins = internal::Int64FromJson(JsonField(jo, "dst_nbins", "options", kCaller),
@@ -575,10 +567,10 @@ HistogramObserver HistogramObserver::FromJson(std::string_view json) {
       internal::BoolFromJson(JsonField(jo, "error_on_nonfinite", "options", kCaller),
                              "options.error_on_nonfinite", kCaller);
   HistogramObserverState s;
-  s.min_val = internal::FloatsFromJson(JsonField(js, "min_val", "state", kCaller),
-                                       "state.min_val", kCaller);
-  s.max_val = internal::FloatsFromJson(JsonField(js, "max_val", "state", kCaller),
-                                       "state.max_val", kCaller);
+  s.min_val = internal::FloatsFromJson(JsonField(js, "min_val", "state", kCaller), "state.min_val",
+                                       kCaller);
+  s.max_val = internal::FloatsFromJson(JsonField(js, "max_val", "state", kCaller), "state.max_val",
+                                       kCaller);
   s.num_batches = internal::Int64sFromJson(JsonField(js, "num_batches", "state", kCaller),
                                            "state.num_batches", kCaller);
   s.histogram = internal::Int64sFromJson(JsonField(js, "histogram", "state", kCaller),

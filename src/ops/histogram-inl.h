@@ -17,18 +17,18 @@ namespace qkit::internal {
 
 enum class HistMode : int { kMulDiv, kDivMul, kNumpy };
 
-// Precomputed parameters of one slot (see histogram.cc: MakeSlot).
+// Precomputed parameters of one slot (filled in by Histogram() in histogram.cc).
 struct HistSlotK {
-  float lo = 0, hi = 0;   // f32 range ends (saturated at ±FLT_MAX)
-  float range = 0;        // torch rules: f32(hi - lo)
-  float nb = 0;           // f32(nbins)
-  float norm = 0;         // kNumpy: f32(nbins / d)
+  float lo = 0, hi = 0;  // f32 range ends (saturated at ±FLT_MAX)
+  float range = 0;       // torch rules: f32(hi - lo)
+  float nb = 0;          // f32(nbins)
+  float norm = 0;        // kNumpy: f32(nbins / d)
   // kNumpy: when t = f32(f32(x - lo) * norm) lies at least this far from an integer, the
   // edge correction cannot fire (histogram.cc: NumpySafeMargin), so the gathers are skipped.
   // >= 0.5 means never skip.
   float numpy_margin = 1.0f;
   int32_t nbins = 0;
-  bool wide = false;      // the float32 formula could overflow: evaluate it in float64
+  bool wide = false;             // the float32 formula could overflow: evaluate it in float64
   double dlo = 0, dhi = 0;       // double(lo), double(hi) for the float64 fallback
   const float* edges = nullptr;  // kNumpy: nbins + 1 float32 edges
   int64_t local_offset = 0;      // first sub-histogram of this slot in a thread's local array
@@ -54,8 +54,8 @@ inline int32_t HistBinScalar(float v, const HistSlotK& s, HistMode mode, bool sk
   int32_t b;
   if (s.wide) {
     const double den = s.dhi - s.dlo;
-    double t = den > 0 ? (static_cast<double>(v) - s.dlo) * static_cast<double>(s.nbins) / den
-                       : 0.0;
+    double t =
+        den > 0 ? (static_cast<double>(v) - s.dlo) * static_cast<double>(s.nbins) / den : 0.0;
     if (!(t >= 0)) t = 0;
     if (t > s.nbins) t = s.nbins;
     b = static_cast<int32_t>(t);

@@ -59,9 +59,12 @@ float NumpySafeMargin(double lo, double hi, int64_t nbins, float norm) {
 
 HistMode ModeOf(HistogramBinning b) {
   switch (b) {
-    case HistogramBinning::kTorchHistc: return HistMode::kMulDiv;
-    case HistogramBinning::kTorchHistcDivideFirst: return HistMode::kDivMul;
-    case HistogramBinning::kNumpy: return HistMode::kNumpy;
+    case HistogramBinning::kTorchHistc:
+      return HistMode::kMulDiv;
+    case HistogramBinning::kTorchHistcDivideFirst:
+      return HistMode::kDivMul;
+    case HistogramBinning::kNumpy:
+      return HistMode::kNumpy;
   }
   return HistMode::kMulDiv;
 }
@@ -91,9 +94,8 @@ struct ThreadHist {
 // Runs the chunked, threaded count of `walk` with the prepared slots, then folds every
 // thread's sub-histograms into counts / skipped.
 void RunHistogram(const internal::Walk& walk, const std::vector<HistSlotK>& slots,
-                  const std::vector<int64_t>& out_offset, const HistArgs& args,
-                  int64_t local_size, int64_t* counts, HistogramSkipped* skipped,
-                  const Context& ctx) {
+                  const std::vector<int64_t>& out_offset, const HistArgs& args, int64_t local_size,
+                  int64_t* counts, HistogramSkipped* skipped, const Context& ctx) {
   const int64_t n = walk.numel();
   if (n == 0) return;
   const int64_t chunks = internal::NumChunks(n, internal::kGrain);
@@ -102,8 +104,8 @@ void RunHistogram(const internal::Walk& walk, const std::vector<HistSlotK>& slot
   for (auto& t : th) t.local.assign(static_cast<size_t>(local_size), 0);
   // A uint32 bin can take at most one increment per element, so spilling whenever another
   // chunk could push the element count past 2^32 - 1 keeps every bin exact.
-  constexpr uint64_t kSpillAt = std::numeric_limits<uint32_t>::max() -
-                                static_cast<uint64_t>(internal::kGrain);
+  constexpr uint64_t kSpillAt =
+      std::numeric_limits<uint32_t>::max() - static_cast<uint64_t>(internal::kGrain);
   internal::ParallelFor(chunks, threads, [&](int64_t c, int t) {
     ThreadHist& h = th[static_cast<size_t>(t)];
     if (h.since_spill > kSpillAt) h.Spill();
@@ -192,9 +194,9 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
     QKIT_REQUIRE(in.nbins >= 1 && in.nbins <= kMaxHistogramBins, InvalidArgument,
                  kCaller << ": `slots[" << p << "].nbins`=" << in.nbins << " outside [1, "
                          << kMaxHistogramBins << "]");
-    QKIT_REQUIRE(std::isfinite(in.lo) && std::isfinite(in.hi), InvalidArgument,
-                 kCaller << ": `slots[" << p << "]` range [" << in.lo << ", " << in.hi
-                         << "] is not finite");
+    QKIT_REQUIRE(
+        std::isfinite(in.lo) && std::isfinite(in.hi), InvalidArgument,
+        kCaller << ": `slots[" << p << "]` range [" << in.lo << ", " << in.hi << "] is not finite");
     out_offset[p] = total_bins;
     total_bins += in.nbins;
     HistSlotK& s = ks[p];
@@ -234,8 +236,8 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
       s.dlo = s.lo;
       s.dhi = s.hi;
       s.range = s.hi - s.lo;
-      s.wide = !std::isfinite(s.range) ||
-               (mode == HistMode::kMulDiv && !std::isfinite(s.range * s.nb));
+      s.wide =
+          !std::isfinite(s.range) || (mode == HistMode::kMulDiv && !std::isfinite(s.range * s.nb));
     }
   }
   if (x.numel() == 0) return;
@@ -269,18 +271,18 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
   RunHistogram(walk, ks, out_offset, args, off, counts, skipped, ctx);
 }
 
-void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
-                        bool abs_input, bool skip_zeros, int64_t* counts,
-                        HistogramSkipped* skipped, const Context& ctx) {
+void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges, bool abs_input,
+                        bool skip_zeros, int64_t* counts, HistogramSkipped* skipped,
+                        const Context& ctx) {
   constexpr const char* kCaller = "qkit::HistogramWithEdges";
   CheckFloating(x, kCaller);
   QKIT_REQUIRE(ctx.num_threads >= 1, InvalidArgument,
                kCaller << ": `ctx.num_threads`=" << ctx.num_threads << " must be >= 1");
   QKIT_REQUIRE(edges != nullptr && counts != nullptr, InvalidArgument,
                kCaller << ": `edges` and `counts` must not be null");
-  QKIT_REQUIRE(num_edges >= 2 && num_edges - 1 <= kMaxHistogramBins, InvalidArgument,
-               kCaller << ": `num_edges`=" << num_edges << " outside [2, "
-                       << kMaxHistogramBins + 1 << "]");
+  QKIT_REQUIRE(
+      num_edges >= 2 && num_edges - 1 <= kMaxHistogramBins, InvalidArgument,
+      kCaller << ": `num_edges`=" << num_edges << " outside [2, " << kMaxHistogramBins + 1 << "]");
   for (int64_t k = 0; k < num_edges; ++k) {
     QKIT_REQUIRE(std::isfinite(edges[k]), InvalidArgument,
                  kCaller << ": `edges[" << k << "]`=" << edges[k] << " is not finite");
@@ -304,25 +306,24 @@ void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_ed
     int64_t* h = th[static_cast<size_t>(t)].data();
     const int64_t begin = c * internal::kGrain;
     const int64_t end = std::min(n, begin + internal::kGrain);
-    internal::ForEachF32Block(walk, 1, begin, end,
-                              [&](const float* const* in, float* const*, const internal::Run& r) {
-                                for (int64_t j = 0; j < r.count; ++j) {
-                                  const float v = abs_input ? std::fabs(in[0][j]) : in[0][j];
-                                  if (skip_zeros && v == 0.0f) {
-                                    ++h[nbins + 2];
-                                    continue;
-                                  }
-                                  if (!(v >= lo && v <= hi)) {
-                                    ++h[std::isfinite(v) ? nbins : nbins + 1];
-                                    continue;
-                                  }
-                                  // First edge > v; its predecessor's bin holds v. v == hi
-                                  // (the closed last bin) has no such edge.
-                                  const int64_t b =
-                                      std::upper_bound(edges, edges + num_edges, v) - edges - 1;
-                                  ++h[std::min(b, nbins - 1)];
-                                }
-                              });
+    internal::ForEachF32Block(
+        walk, 1, begin, end, [&](const float* const* in, float* const*, const internal::Run& r) {
+          for (int64_t j = 0; j < r.count; ++j) {
+            const float v = abs_input ? std::fabs(in[0][j]) : in[0][j];
+            if (skip_zeros && v == 0.0f) {
+              ++h[nbins + 2];
+              continue;
+            }
+            if (!(v >= lo && v <= hi)) {
+              ++h[std::isfinite(v) ? nbins : nbins + 1];
+              continue;
+            }
+            // First edge > v; its predecessor's bin holds v. v == hi
+            // (the closed last bin) has no such edge.
+            const int64_t b = std::upper_bound(edges, edges + num_edges, v) - edges - 1;
+            ++h[std::min(b, nbins - 1)];
+          }
+        });
   });
   for (const auto& h : th) {
     for (int64_t b = 0; b < nbins; ++b) counts[b] += h[b];

@@ -31,10 +31,18 @@ std::vector<int64_t> MakeHist(std::mt19937_64& rng, int64_t bins, int shape, int
   for (int64_t k = 0; k < bins; ++k) {
     double v = 0;
     switch (shape) {
-      case 0: v = std::exp(-0.5 * std::pow((k - mu) / sigma, 2)); break;
-      case 1: v = std::exp(-static_cast<double>(k) / (sigma + 1)); break;
-      case 2: v = u(rng) < 0.03 ? u(rng) : 0.0; break;
-      default: v = 0.5 + 0.5 * u(rng); break;
+      case 0:
+        v = std::exp(-0.5 * std::pow((k - mu) / sigma, 2));
+        break;
+      case 1:
+        v = std::exp(-static_cast<double>(k) / (sigma + 1));
+        break;
+      case 2:
+        v = u(rng) < 0.03 ? u(rng) : 0.0;
+        break;
+      default:
+        v = 0.5 + 0.5 * u(rng);
+        break;
     }
     h[static_cast<size_t>(k)] = static_cast<int64_t>(std::floor(v * scale * (0.9 + 0.2 * u(rng))));
   }
@@ -162,8 +170,8 @@ TEST(EntropySearchTest, SpecWorkedExample) {
   const auto r = EntropySearch(hist.data(), 16, o);
   EXPECT_EQ(r.edge_index, 11);
   EXPECT_EQ(0.25 * r.edge_index, 2.75);
-  const double want[] = {0.1810, 0.1407, 0.1006, 0.0783, 0.0418, 0.0280, 0.02095,
-                         0.02048, kInf, 0.0392, kInf, kInf, 0.0427};
+  const double want[] = {0.1810,  0.1407, 0.1006, 0.0783, 0.0418, 0.0280, 0.02095,
+                         0.02048, kInf,   0.0392, kInf,   kInf,   0.0427};
   ASSERT_EQ(r.divergences.size(), 13u);
   for (size_t k = 0; k < 13; ++k) {
     if (std::isinf(want[k])) {
@@ -232,7 +240,7 @@ TEST(EntropySearchTest, InfiniteAndNanCandidates) {
   ASSERT_EQ(r.divergences.size(), 8u);
   for (int k = 0; k < 4; ++k) EXPECT_TRUE(std::isnan(r.divergences[k])) << k;
   EXPECT_EQ(r.divergences[5], kInf);  // i = 6: bin 5 empty, tail {3}
-  EXPECT_EQ(r.edge_index, 4);          // the last NaN candidate, i = 4
+  EXPECT_EQ(r.edge_index, 4);         // the last NaN candidate, i = 4
   EXPECT_EQ(ref::EntropyRef(hist, 2, false, 1, 1).edge_index, 4);
   // All candidates +inf: the last one.
   const std::vector<int64_t> alt = {4, 4, 0, 4, 0, 4, 0, 4};

@@ -52,20 +52,20 @@ std::vector<float> Batch(std::mt19937_64& rng, int64_t n, float amax, bool speci
   if (s.hist[p] != r.hist) {
     for (size_t k = 0; k < std::min(s.hist[p].size(), r.hist.size()); ++k) {
       if (s.hist[p][k] != r.hist[k]) {
-        return ::testing::AssertionFailure() << "slot " << p << " bin " << k << ": "
-                                             << s.hist[p][k] << " expected " << r.hist[k];
+        return ::testing::AssertionFailure()
+               << "slot " << p << " bin " << k << ": " << s.hist[p][k] << " expected " << r.hist[k];
       }
     }
-    return ::testing::AssertionFailure() << "slot " << p << " has " << s.hist[p].size()
-                                         << " bins, expected " << r.hist.size();
+    return ::testing::AssertionFailure()
+           << "slot " << p << " has " << s.hist[p].size() << " bins, expected " << r.hist.size();
   }
   if (s.edges[p] != r.edges) {
     return ::testing::AssertionFailure() << "slot " << p << " edges differ (" << s.edges[p].size()
                                          << " vs " << r.edges.size() << ")";
   }
   if (s.num_bins[p] != r.cur_bins || (s.edges_f64[p] != 0) != r.edges_f64) {
-    return ::testing::AssertionFailure() << "slot " << p << " num_bins " << s.num_bins[p]
-                                         << " expected " << r.cur_bins;
+    return ::testing::AssertionFailure()
+           << "slot " << p << " num_bins " << s.num_bins[p] << " expected " << r.cur_bins;
   }
   return ::testing::AssertionSuccess();
 }
@@ -95,12 +95,13 @@ TEST_P(HistogramCalibratorTest, CollectSequencesMatchTheReference) {
         int64_t nonfinite = 0, k = 0;
         for (float am : amaxes) {
           const auto x = Batch(rng, torch_hist ? 3001 : 401, am, k % 2 == 1);
-          cal.Observe(TensorView::Vector(const_cast<float*>(x.data()), static_cast<int64_t>(x.size())),
-                      Context{1 + static_cast<int>(k % 2)});
+          cal.Observe(
+              TensorView::Vector(const_cast<float*>(x.data()), static_cast<int64_t>(x.size())),
+              Context{1 + static_cast<int>(k % 2)});
           r.Collect(Participating(x, skip_zeros));
           for (float v : x) nonfinite += std::isfinite(v) ? 0 : 1;
-          ASSERT_TRUE(SameSlot(cal, 0, r)) << "torch_hist " << torch_hist << " skip0 "
-                                           << skip_zeros << " batch " << k;
+          ASSERT_TRUE(SameSlot(cal, 0, r))
+              << "torch_hist " << torch_hist << " skip0 " << skip_zeros << " batch " << k;
           ASSERT_EQ(cal.nonfinite_count(), nonfinite);
           ASSERT_EQ(cal.state().dropped_count, r.dropped);
           ++k;
@@ -128,7 +129,8 @@ TEST_P(HistogramCalibratorTest, PerChannelSlotsGrowIndependently) {
       }
       for (int step = 0; step < 4; ++step) {
         std::vector<std::vector<float>> per(ch);
-        for (int64_t c = 0; c < ch; ++c) per[c] = Batch(rng, len, 1.0f + c * step * 0.7f, step == 1);
+        for (int64_t c = 0; c < ch; ++c)
+          per[c] = Batch(rng, len, 1.0f + c * step * 0.7f, step == 1);
         if (step == 2) {
           for (auto& v : per[1]) v = NAN;  // channel 1 holds nothing this time
         }
@@ -136,14 +138,14 @@ TEST_P(HistogramCalibratorTest, PerChannelSlotsGrowIndependently) {
         for (int64_t c = 0; c < ch; ++c) {
           for (int64_t i = 0; i < len; ++i) x[axis == 0 ? c * len + i : i * ch + c] = per[c][i];
         }
-        const TensorView v =
-            axis == 0 ? TensorView::Contiguous(x.data(), DType::kFloat32, {ch, len})
-                      : TensorView::Contiguous(x.data(), DType::kFloat32, {len, ch});
+        const TensorView v = axis == 0
+                                 ? TensorView::Contiguous(x.data(), DType::kFloat32, {ch, len})
+                                 : TensorView::Contiguous(x.data(), DType::kFloat32, {len, ch});
         cal.Observe(v, Context{2});
         for (int64_t c = 0; c < ch; ++c) {
           refs[c].Collect(Participating(per[c], false));
-          ASSERT_TRUE(SameSlot(cal, c, refs[c])) << "torch " << torch_hist << " axis " << axis
-                                                 << " step " << step;
+          ASSERT_TRUE(SameSlot(cal, c, refs[c]))
+              << "torch " << torch_hist << " axis " << axis << " step " << step;
         }
       }
     }
@@ -163,7 +165,8 @@ TEST(HistogramCalibratorGoldenTest, UpstreamTorchPathWithTorch113) {
     double scale, off;
     int64_t m;
   };
-  const B batches[] = {{2000, 2.0, 1.0, 7919}, {1500, 5.0, 2.0, 104729}, {3000, 3.0, 1.5, 15485863}};
+  const B batches[] = {
+      {2000, 2.0, 1.0, 7919}, {1500, 5.0, 2.0, 104729}, {3000, 3.0, 1.5, 15485863}};
   HistogramCalibratorOptions o;
   o.num_bins = 50;
   o.torch_binning = HistogramBinning::kTorchHistcDivideFirst;
@@ -223,12 +226,12 @@ TEST(HistogramCalibratorGoldenTest, UpstreamNumpyPathWithNumpy124) {
     cal.Observe(TensorView::Vector(x.data(), b.n), Context{});
   }
   const std::vector<int64_t> want = {
-      53, 52, 45, 46, 47, 46, 47, 46, 54, 52, 53, 48, 45, 45, 46, 46, 13, 19, 21, 21, 22, 14,
-      15, 14, 16, 15, 14, 15, 14, 14, 11, 8,  1,  10, 7,  14, 7,  15, 7,  15, 2,  8,  0,  14,
-      7,  15, 7,  14, 7,  6,  0,  0,  1,  7,  7,  7,  7,  7,  7,  3,  0,  0,  4,  7,  7,  7,
-      7,  7,  7,  1,  0,  0,  7,  7,  7,  7,  7,  7,  5,  0,  0,  3,  7,  7,  7,  7,  7,  7,
-      2,  0,  0,  5,  7,  7,  7,  7,  7,  6,  0,  0,  1,  7,  7,  7,  7,  7,  7,  4,  0,  0,
-      4,  7,  7,  7,  7,  7,  7,  1};
+      53, 52, 45, 46, 47, 46, 47, 46, 54, 52, 53, 48, 45, 45, 46, 46, 13, 19, 21, 21,
+      22, 14, 15, 14, 16, 15, 14, 15, 14, 14, 11, 8,  1,  10, 7,  14, 7,  15, 7,  15,
+      2,  8,  0,  14, 7,  15, 7,  14, 7,  6,  0,  0,  1,  7,  7,  7,  7,  7,  7,  3,
+      0,  0,  4,  7,  7,  7,  7,  7,  7,  1,  0,  0,  7,  7,  7,  7,  7,  7,  5,  0,
+      0,  3,  7,  7,  7,  7,  7,  7,  2,  0,  0,  5,  7,  7,  7,  7,  7,  6,  0,  0,
+      1,  7,  7,  7,  7,  7,  7,  4,  0,  0,  4,  7,  7,  7,  7,  7,  7,  1};
   const auto& s = cal.state();
   EXPECT_EQ(s.hist[0], want);
   ASSERT_EQ(s.edges[0].size(), 119u);
@@ -414,7 +417,7 @@ TEST(HistogramCalibratorTest2, ProtocolOnShardsEqualsObserveOfTheConcatenation) 
 
 TEST(HistogramCalibratorTest2, ComputeAmaxArgumentsAndEmptySlots) {
   HistogramCalibrator cal;
-  EXPECT_FALSE(cal.ComputeAmax("entropy").has_value());  // upstream: None
+  EXPECT_FALSE(cal.ComputeAmax("entropy").has_value());                         // upstream: None
   EXPECT_THROW(cal.ComputeAmax("percentile", 1, 128, 100.5), InvalidArgument);  // checked first
   EXPECT_THROW(cal.ComputeAmax("percentile", 1, 128, -1.0), InvalidArgument);
   EXPECT_THROW(cal.ComputeAmax("max"), InvalidArgument);  // upstream: TypeError

@@ -59,14 +59,14 @@ std::vector<float> Batch(std::mt19937_64& rng, int64_t n, float lo, float hi, bo
   const int64_t bins = obs.options().bins;
   if (s.min_val[p] != r.min_val || s.max_val[p] != r.max_val) {
     return ::testing::AssertionFailure()
-           << "slot " << p << " range [" << s.min_val[p] << ", " << s.max_val[p]
-           << "] expected [" << r.min_val << ", " << r.max_val << "]";
+           << "slot " << p << " range [" << s.min_val[p] << ", " << s.max_val[p] << "] expected ["
+           << r.min_val << ", " << r.max_val << "]";
   }
   for (int64_t b = 0; b < bins; ++b) {
     if (s.histogram[p * bins + b] != r.hist[b]) {
-      return ::testing::AssertionFailure() << "slot " << p << " bin " << b << ": "
-                                           << s.histogram[p * bins + b] << " expected "
-                                           << r.hist[b];
+      return ::testing::AssertionFailure()
+             << "slot " << p << " bin " << b << ": " << s.histogram[p * bins + b] << " expected "
+             << r.hist[b];
     }
   }
   return ::testing::AssertionSuccess();
@@ -95,9 +95,9 @@ TEST_P(HistogramObserverTest, SequencesMatchTheMegEngineReference) {
     int64_t nonfinite = 0;
     // Ranges: grows on both sides, stays inside, grows only downwards (the overrun case), only
     // upwards, stays identical, tiny and huge steps.
-    const float ranges[][2] = {{-1.0f, 2.0f},   {-0.5f, 1.0f}, {-3.0f, 2.0f}, {-3.0f, 2.5f},
-                               {-3.0f, 2.5f},   {-3.25f, 2.5f}, {-7.1f, 2.5f}, {-7.2f, 9.9f},
-                               {-0.1f, 0.1f},   {-7.3f, 10.0f}, {-70.0f, 10.0f}, {-71.0f, 10.5f},
+    const float ranges[][2] = {{-1.0f, 2.0f},    {-0.5f, 1.0f},  {-3.0f, 2.0f},   {-3.0f, 2.5f},
+                               {-3.0f, 2.5f},    {-3.25f, 2.5f}, {-7.1f, 2.5f},   {-7.2f, 9.9f},
+                               {-0.1f, 0.1f},    {-7.3f, 10.0f}, {-70.0f, 10.0f}, {-71.0f, 10.5f},
                                {-1000.0f, 10.5f}};
     int k = 0;
     for (const auto& rg : ranges) {
@@ -157,7 +157,8 @@ TEST_P(HistogramObserverTest, PerChannelSlotsAreIndependent) {
     for (int step = 0; step < 5; ++step) {
       std::vector<std::vector<float>> per(ch);
       for (int64_t c = 0; c < ch; ++c) {
-        const float lo = -1.0f - static_cast<float>(c * step), hi = 0.5f + static_cast<float>(step * (c + 1));
+        const float lo = -1.0f - static_cast<float>(c * step),
+                    hi = 0.5f + static_cast<float>(step * (c + 1));
         per[c] = Batch(rng, len, lo, hi, c == 1 && step == 2);
       }
       if (step == 3) {  // channel 2 holds only NaN in this batch: it does not change
@@ -207,7 +208,8 @@ TEST(HistogramObserverCombineTest, OneCombineIsWithinOneOfMegEngineFloatValues) 
   const int64_t start = static_cast<int64_t>(std::nearbyint((before.min_val[0] - lo) / w));
   std::vector<double> grid(static_cast<size_t>(256 * down), 0.0);
   for (int64_t i = 0; i < 256; ++i) {
-    for (int64_t c = 0; c < 16; ++c) grid[std::min<int64_t>(start + i * 16 + c, 256 * down - 1)] += before.histogram[i];
+    for (int64_t c = 0; c < 16; ++c)
+      grid[std::min<int64_t>(start + i * 16 + c, 256 * down - 1)] += before.histogram[i];
   }
   const double hi = cmax + e / 2;
   const auto batch = ref::NumpyHistRef(x2, lo, hi, 256, /*f64_range=*/true, false).counts;
@@ -298,7 +300,8 @@ TEST(HistogramObserverTest2, ComputeRangeAndQParamsUseTheL2SearchAndChooseQParam
     obs.Observe(TensorView::Vector(x.data(), 20000), Context{2});
   }
   const auto& s = obs.state();
-  for (const QuantSpec& spec : {QuantSpec{}, [] {
+  for (const QuantSpec& spec : {QuantSpec{},
+                                [] {
                                   QuantSpec q;
                                   q.narrow_range = true;
                                   return q;
@@ -489,17 +492,17 @@ TEST(HistogramObserverTest2, ErrorsLeaveTheStateUnchanged) {
   obs.Observe(TensorView::Contiguous(x.data(), DType::kFloat32, {2, 3}), Context{});
   const auto before = obs.Save();
   std::vector<float> with_nan = {0, NAN, 2, 3, 4, 5};
-  EXPECT_THROW(obs.Observe(TensorView::Contiguous(with_nan.data(), DType::kFloat32, {2, 3}),
-                           Context{}),
-               InvalidArgument);
+  EXPECT_THROW(
+      obs.Observe(TensorView::Contiguous(with_nan.data(), DType::kFloat32, {2, 3}), Context{}),
+      InvalidArgument);
   EXPECT_THROW(obs.Observe(TensorView::Contiguous(x.data(), DType::kFloat32, {3, 2}), Context{}),
                InvalidArgument);  // 3 slots instead of 2
   int32_t ints[2] = {1, 2};
   EXPECT_THROW(obs.Observe(TensorView::Contiguous(ints, DType::kInt32, {2, 1}), Context{}),
                InvalidArgument);
-  RangeStats rs = obs.BatchRange(TensorView::Contiguous(x.data(), DType::kFloat32, {2, 3}),
-                                 Context{});
-  EXPECT_THROW(obs.Commit(rs, std::vector<int64_t>(5, 0)), InvalidArgument);   // wrong size
+  RangeStats rs =
+      obs.BatchRange(TensorView::Contiguous(x.data(), DType::kFloat32, {2, 3}), Context{});
+  EXPECT_THROW(obs.Commit(rs, std::vector<int64_t>(5, 0)), InvalidArgument);  // wrong size
   std::vector<int64_t> negc(32, 0);
   negc[3] = -1;
   EXPECT_THROW(obs.Commit(rs, negc), InvalidArgument);

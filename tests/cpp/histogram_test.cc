@@ -56,8 +56,7 @@ Got RunPerTensor(const Case& c, const TensorView& x, double lo, double hi, int64
   o.binning = c.binning;
   o.abs_input = abs_input;
   o.skip_zeros = skip_zeros;
-  Histogram(x, ParamLayout::PerTensor(), &slot, o, g.counts.data(), &g.skipped,
-            Context{threads});
+  Histogram(x, ParamLayout::PerTensor(), &slot, o, g.counts.data(), &g.skipped, Context{threads});
   return g;
 }
 
@@ -123,9 +122,8 @@ TEST_P(HistogramTest, PerTensorMatchesReferenceForEveryRuleAndSize) {
       for (bool abs_input : {false, true}) {
         for (bool skip_zeros : {false, true}) {
           const auto want = Reference(c, x, lo, hi, nbins, abs_input, skip_zeros);
-          const auto got =
-              RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n), lo, hi, nbins,
-                           abs_input, 1, skip_zeros);
+          const auto got = RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n), lo,
+                                        hi, nbins, abs_input, 1, skip_zeros);
           ASSERT_TRUE(SameCounts(want, got)) << c.name << " n=" << n << " nbins=" << nbins
                                              << " abs=" << abs_input << " skip0=" << skip_zeros;
         }
@@ -142,8 +140,8 @@ TEST_P(HistogramTest, OneAndTwoThreadsGiveTheReferenceCounts) {
       const auto x = MakeData(rng, n, -2.0f, 5.0f, 2048, true);
       const auto want = Reference(c, x, -2.0, 5.0, 2048, false);
       for (int threads : {1, 2, 3}) {
-        const auto got = RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n),
-                                      -2.0, 5.0, 2048, false, threads);
+        const auto got = RunPerTensor(c, TensorView::Vector(const_cast<float*>(x.data()), n), -2.0,
+                                      5.0, 2048, false, threads);
         ASSERT_TRUE(SameCounts(want, got)) << c.name << " n=" << n << " threads=" << threads;
       }
     }
@@ -158,14 +156,8 @@ TEST_P(HistogramTest, RangesFromTinyToHugeAndUnaligned) {
   };
   // A denormal-width range, ranges whose float32 formula overflows (float64 fallback), a range
   // with float64 ends that round to the same float32 value, and ordinary ones.
-  const R ranges[] = {{0.0, 1e-44},
-                      {-FLT_MAX, FLT_MAX},
-                      {-1e38, 3e38},
-                      {0.0, 3e35},
-                      {1.0, 1.0 + 1e-12},
-                      {-7.25, 1e-3},
-                      {1e-3, 1e-3 + 1e-6},
-                      {-0.0, 0.5}};
+  const R ranges[] = {{0.0, 1e-44},       {-FLT_MAX, FLT_MAX}, {-1e38, 3e38},       {0.0, 3e35},
+                      {1.0, 1.0 + 1e-12}, {-7.25, 1e-3},       {1e-3, 1e-3 + 1e-6}, {-0.0, 0.5}};
   for (const Case& c : kCases) {
     for (const R& r : ranges) {
       if (c.binning != HistogramBinning::kNumpy &&
@@ -182,8 +174,8 @@ TEST_P(HistogramTest, RangesFromTinyToHugeAndUnaligned) {
         // Unaligned start: skip the first element.
         std::vector<float> xs(x.begin() + 1, x.end());
         const auto want = Reference(c, xs, r.lo, r.hi, nbins, false);
-        const auto got = RunPerTensor(c, TensorView::Vector(x.data() + 1, 1000), r.lo, r.hi,
-                                      nbins, false, 2);
+        const auto got =
+            RunPerTensor(c, TensorView::Vector(x.data() + 1, 1000), r.lo, r.hi, nbins, false, 2);
         ASSERT_TRUE(SameCounts(want, got))
             << c.name << " range [" << r.lo << ", " << r.hi << "] nbins=" << nbins;
       }
@@ -202,9 +194,8 @@ TEST_P(HistogramTest, NumpyValuesAroundEveryEdgeAtManyDistances) {
     double lo, hi;
     int64_t nbins;
   };
-  const R ranges[] = {{-3.3, 7.1, 2048},     {1000.0, 1000.5, 64},  {0.0, 1.0, 100000},
-                      {-1e-3, 2e-3, 7},      {12345.678, 12399.0, 2048},
-                      {-2.0, -1.0, 3}};
+  const R ranges[] = {{-3.3, 7.1, 2048}, {1000.0, 1000.5, 64},       {0.0, 1.0, 100000},
+                      {-1e-3, 2e-3, 7},  {12345.678, 12399.0, 2048}, {-2.0, -1.0, 3}};
   for (const Case& c : {kCases[2], kCases[3]}) {
     for (const R& r : ranges) {
       std::vector<float> e(static_cast<size_t>(r.nbins + 1));
@@ -224,8 +215,8 @@ TEST_P(HistogramTest, NumpyValuesAroundEveryEdgeAtManyDistances) {
       const auto want = Reference(c, x, r.lo, r.hi, r.nbins, false);
       const auto got = RunPerTensor(c, TensorView::Vector(x.data(), static_cast<int64_t>(x.size())),
                                     r.lo, r.hi, r.nbins, false, 1);
-      ASSERT_TRUE(SameCounts(want, got)) << c.name << " [" << r.lo << ", " << r.hi << "] n "
-                                         << r.nbins;
+      ASSERT_TRUE(SameCounts(want, got))
+          << c.name << " [" << r.lo << ", " << r.hi << "] n " << r.nbins;
     }
   }
 }
@@ -265,8 +256,8 @@ TEST_P(HistogramTest, StridedNegativeBroadcastAndHalfInputs) {
                            RunPerTensor(c, t, -1.0, 1.0, 64, false, 2)))
         << c.name << " transposed";
     // Negative stride (reversed vector).
-    TensorView rev = TensorView::Vector(base.data() + base.size() - 1,
-                                        static_cast<int64_t>(base.size()));
+    TensorView rev =
+        TensorView::Vector(base.data() + base.size() - 1, static_cast<int64_t>(base.size()));
     rev.strides[0] = -1;
     std::vector<float> reversed(base.rbegin(), base.rend());
     EXPECT_TRUE(SameCounts(Reference(c, reversed, -1.0, 1.0, 64, true),
@@ -286,8 +277,8 @@ TEST_P(HistogramTest, StridedNegativeBroadcastAndHalfInputs) {
       h[i] = static_cast<_Float16>(base[i]);
       hf[i] = static_cast<float>(h[i]);
     }
-    TensorView hv = TensorView::Vector(reinterpret_cast<float*>(h.data()),
-                                       static_cast<int64_t>(h.size()));
+    TensorView hv =
+        TensorView::Vector(reinterpret_cast<float*>(h.data()), static_cast<int64_t>(h.size()));
     hv.dtype = DType::kFloat16;
     EXPECT_TRUE(SameCounts(Reference(c, hf, -1.0, 1.0, 64, false),
                            RunPerTensor(c, hv, -1.0, 1.0, 64, false, 2)))
@@ -301,8 +292,8 @@ TEST_P(HistogramTest, StridedNegativeBroadcastAndHalfInputs) {
       const uint32_t back = static_cast<uint32_t>(bf[i]) << 16;
       std::memcpy(&bff[i], &back, 4);
     }
-    TensorView bv = TensorView::Vector(reinterpret_cast<float*>(bf.data()),
-                                       static_cast<int64_t>(bf.size()));
+    TensorView bv =
+        TensorView::Vector(reinterpret_cast<float*>(bf.data()), static_cast<int64_t>(bf.size()));
     bv.dtype = DType::kBFloat16;
     EXPECT_TRUE(SameCounts(Reference(c, bff, -1.0, 1.0, 64, false),
                            RunPerTensor(c, bv, -1.0, 1.0, 64, false, 1)))
@@ -367,16 +358,16 @@ TEST_P(HistogramTest, GoldenCountsFromNumpyAndTorch) {
   // (divide first); the multiply-first counts are the current PyTorch formula evaluated with
   // NumPy float32 arithmetic (no torch build with it is available here).
   const std::vector<float> x = {
-      0x1.87c8ap-2f, 0x1.87c8a2p-2f, 0x1.87c8a4p-2f, 0x1.87c8a6p-2f, 0x1.87c8a8p-2f,
-      0x1.dda6eap-2f, 0x1.dda6ecp-2f, 0x1.dda6eep-2f, 0x1.dda6fp-2f, 0x1.dda6f2p-2f,
+      0x1.87c8ap-2f,  0x1.87c8a2p-2f, 0x1.87c8a4p-2f, 0x1.87c8a6p-2f, 0x1.87c8a8p-2f,
+      0x1.dda6eap-2f, 0x1.dda6ecp-2f, 0x1.dda6eep-2f, 0x1.dda6fp-2f,  0x1.dda6f2p-2f,
       0x1.19c298p-1f, 0x1.19c29ap-1f, 0x1.19c29cp-1f, 0x1.19c29ep-1f, 0x1.19c2ap-1f,
-      0x1.44b1bcp-1f, 0x1.44b1bep-1f, 0x1.44b1cp-1f, 0x1.44b1c2p-1f, 0x1.44b1c4p-1f,
+      0x1.44b1bcp-1f, 0x1.44b1bep-1f, 0x1.44b1cp-1f,  0x1.44b1c2p-1f, 0x1.44b1c4p-1f,
       0x1.6fa0e2p-1f, 0x1.6fa0e4p-1f, 0x1.6fa0e6p-1f, 0x1.6fa0e8p-1f, 0x1.6fa0eap-1f,
       0x1.9a9008p-1f, 0x1.9a900ap-1f, 0x1.9a900cp-1f, 0x1.9a900ep-1f, 0x1.9a901p-1f,
-      0x1.c57f2cp-1f, 0x1.c57f2ep-1f, 0x1.c57f3p-1f, 0x1.c57f32p-1f, 0x1.c57f34p-1f,
-      0x1.f06e5p-1f, 0x1.f06e52p-1f, 0x1.f06e54p-1f, 0x1.f06e56p-1f, 0x1.f06e58p-1f,
+      0x1.c57f2cp-1f, 0x1.c57f2ep-1f, 0x1.c57f3p-1f,  0x1.c57f32p-1f, 0x1.c57f34p-1f,
+      0x1.f06e5p-1f,  0x1.f06e52p-1f, 0x1.f06e54p-1f, 0x1.f06e56p-1f, 0x1.f06e58p-1f,
       0x1.0daeb8p+0f, 0x1.0daebap+0f, 0x1.0daebcp+0f, 0x1.0daebep+0f, 0x1.0daecp+0f,
-      0x1.23264cp+0f, 0x1.23264ep+0f, 0x1.23265p+0f, 0x1.232652p+0f, 0x1.232654p+0f,
+      0x1.23264cp+0f, 0x1.23264ep+0f, 0x1.23265p+0f,  0x1.232652p+0f, 0x1.232654p+0f,
   };
   const double lo = 0x1.31ea5ap-2, hi = 0x1.389de2p+0;
   const int64_t n = static_cast<int64_t>(x.size());
@@ -492,13 +483,11 @@ TEST(HistogramErrorsTest, BadArgumentsAreRejectedWithTheirValues) {
     return std::string("no error");
   };
   EXPECT_NE(message([&] { run({0, 1, 0}); }).find("`slots[0].nbins`=0"), std::string::npos);
-  EXPECT_NE(message([&] { run({0, 1, kMaxHistogramBins + 1}); }).find("nbins"),
-            std::string::npos);
+  EXPECT_NE(message([&] { run({0, 1, kMaxHistogramBins + 1}); }).find("nbins"), std::string::npos);
   EXPECT_NE(message([&] { run({0, INFINITY, 4}); }).find("not finite"), std::string::npos);
   EXPECT_NE(message([&] { run({NAN, 1, 4}); }).find("not finite"), std::string::npos);
   EXPECT_NE(message([&] { run({1, 1, 4}); }).find("empty in float32"), std::string::npos);
-  EXPECT_NE(message([&] { run({1, 1 + 1e-12, 4}); }).find("empty in float32"),
-            std::string::npos);
+  EXPECT_NE(message([&] { run({1, 1 + 1e-12, 4}); }).find("empty in float32"), std::string::npos);
   HistogramOptions np;
   np.binning = HistogramBinning::kNumpy;
   EXPECT_NE(message([&] { run({2, 1, 4}, np); }).find("max must be >= min"), std::string::npos);
@@ -509,8 +498,7 @@ TEST(HistogramErrorsTest, BadArgumentsAreRejectedWithTheirValues) {
   HistogramSlot s{0, 1, 4};
   EXPECT_THROW(Histogram(iv, {}, &s, {}, counts.data(), nullptr, Context{1}), InvalidArgument);
   EXPECT_THROW(Histogram(v, {}, &s, {}, counts.data(), nullptr, Context{0}), InvalidArgument);
-  EXPECT_THROW(Histogram(v, {}, nullptr, {}, counts.data(), nullptr, Context{1}),
-               InvalidArgument);
+  EXPECT_THROW(Histogram(v, {}, nullptr, {}, counts.data(), nullptr, Context{1}), InvalidArgument);
   // Edges: too few, not finite, decreasing.
   const double e1[1] = {0};
   const double e_nan[3] = {0, NAN, 1};

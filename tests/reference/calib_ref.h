@@ -34,8 +34,8 @@ double L2QuantErrorRef(const std::vector<Count>& hist, double bin_width, int64_t
     return density * norm;
   };
   double norm = 0.0;
-  const double dst_bin_width = bin_width * static_cast<double>(b - a + 1) /
-                               static_cast<double>(dst_nbins);
+  const double dst_bin_width =
+      bin_width * static_cast<double>(b - a + 1) / static_cast<double>(dst_nbins);
   if (dst_bin_width == 0.0) return 0.0;
   for (int64_t src = 0; src < static_cast<int64_t>(hist.size()); ++src) {
     const double src_begin = static_cast<double>(src - a) * bin_width;
@@ -50,8 +50,8 @@ double L2QuantErrorRef(const std::vector<Count>& hist, double bin_width, int64_t
       norm = norm + get_norm(src_begin - begin_center, src_end - begin_center, density);
     } else {
       norm = norm + get_norm(src_begin - begin_center, dst_bin_width / 2, density);
-      norm = norm + (dst_end - dst_begin - 1) *
-                        get_norm(-dst_bin_width / 2, dst_bin_width / 2, density);
+      norm = norm +
+             (dst_end - dst_begin - 1) * get_norm(-dst_bin_width / 2, dst_bin_width / 2, density);
       const double end_center = dst_end * dst_bin_width + dst_bin_width / 2;
       norm = norm + get_norm(-dst_bin_width / 2, src_end - end_center, density);
     }
@@ -62,13 +62,12 @@ double L2QuantErrorRef(const std::vector<Count>& hist, double bin_width, int64_t
 // The search loop. For float32 histograms (MegEngine's state) the cumulative sum is float32
 // and the total a float64 sum; for int64 counts both are exact integers.
 template <class Count>
-L2Ref L2SearchRef(const std::vector<Count>& hist, float min_val, float max_val,
-                  int64_t dst_nbins) {
+L2Ref L2SearchRef(const std::vector<Count>& hist, float min_val, float max_val, int64_t dst_nbins) {
   const int64_t bins = static_cast<int64_t>(hist.size());
   const float span = max_val - min_val;  // float32 0-d subtraction (float64 if it overflows)
-  const double bin_width = (std::isinf(span) ? static_cast<double>(max_val) - min_val
-                                             : static_cast<double>(span)) /
-                           static_cast<double>(bins);
+  const double bin_width =
+      (std::isinf(span) ? static_cast<double>(max_val) - min_val : static_cast<double>(span)) /
+      static_cast<double>(bins);
   double total = 0;
   std::vector<double> csum(hist.size());
   if constexpr (std::is_same_v<Count, float>) {
@@ -128,7 +127,8 @@ L2Ref L2SearchRef(const std::vector<Count>& hist, float min_val, float max_val,
 inline std::vector<int64_t> DigitizeRef(int64_t i, int64_t nbins) {
   std::vector<double> space(static_cast<size_t>(nbins + 1));
   const double step = static_cast<double>(i) / static_cast<double>(nbins);
-  for (int64_t m = 0; m <= nbins; ++m) space[static_cast<size_t>(m)] = static_cast<double>(m) * step;
+  for (int64_t m = 0; m <= nbins; ++m)
+    space[static_cast<size_t>(m)] = static_cast<double>(m) * step;
   space.back() = static_cast<double>(i);
   std::vector<int64_t> d(static_cast<size_t>(i));
   for (int64_t j = 0; j < i; ++j) {
@@ -185,7 +185,8 @@ inline EntropyRefResult EntropyRef(std::vector<int64_t> bins, int num_bits, bool
     for (int64_t j = 0; j < i; ++j) {
       const int64_t k = dig[static_cast<size_t>(j)];
       counter[k]++;
-      if (k != -1) density_counts[static_cast<size_t>(k)] += static_cast<double>(bins[static_cast<size_t>(j)]);
+      if (k != -1)
+        density_counts[static_cast<size_t>(k)] += static_cast<double>(bins[static_cast<size_t>(j)]);
     }
     for (const auto& [k, n] : counter) {
       if (k != -1) density_counts[static_cast<size_t>(k)] /= static_cast<double>(n);

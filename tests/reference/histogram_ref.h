@@ -246,12 +246,12 @@ struct MegEngineSlotRef {
                                                    : static_cast<double>(new_span32);
     const double downsample = std::ceil(new_span / (static_cast<double>(bins) * hist_bin_width));
     const int64_t down = static_cast<int64_t>(downsample);
-    const double e = static_cast<double>(down) * (static_cast<double>(bins) * hist_bin_width) -
-                     new_span;
+    const double e =
+        static_cast<double>(down) * (static_cast<double>(bins) * hist_bin_width) - new_span;
     const double cmax = static_cast<double>(new_max) + e / 2;
     const double cmin = static_cast<double>(new_min) - e / 2;
-    const int64_t start_idx =
-        static_cast<int64_t>(std::nearbyint((static_cast<double>(min_val) - cmin) / hist_bin_width));
+    const int64_t start_idx = static_cast<int64_t>(
+        std::nearbyint((static_cast<double>(min_val) - cmin) / hist_bin_width));
     std::vector<int64_t> h = NumpyHistRef(x, cmin, cmax, bins, /*f64_range=*/true, false).counts;
     if (cmin == static_cast<double>(min_val) && cmax == static_cast<double>(max_val)) {
       for (size_t k = 0; k < h.size(); ++k) h[k] += hist[k];
@@ -273,7 +273,8 @@ struct MegEngineSlotRef {
       overruns += overrun ? 1 : 0;
       int64_t integral = 0, prev = 0;
       for (int64_t j = 0; j < bins; ++j) {
-        for (int64_t c = j * down; c < (j + 1) * down; ++c) integral += grid[static_cast<size_t>(c)];
+        for (int64_t c = j * down; c < (j + 1) * down; ++c)
+          integral += grid[static_cast<size_t>(c)];
         const int64_t cur = integral / up;  // floor: integral >= 0
         h[static_cast<size_t>(j)] += cur - prev;
         prev = cur;

@@ -9,10 +9,10 @@
 namespace qkit {
 
 struct EntropySearchOptions {
-  int num_bits = 8;          // target levels nbins = 2^(num_bits - 1 + is_unsigned); [1, 16]
+  int num_bits = 8;  // target levels nbins = 2^(num_bits - 1 + is_unsigned); [1, 16]
   bool is_unsigned = false;
-  int64_t stride = 1;        // >= 1
-  int64_t start_bin = 128;   // first candidate, in [1, num_bins]
+  int64_t stride = 1;       // >= 1
+  int64_t start_bin = 128;  // first candidate, in [1, num_bins]
 };
 
 struct EntropySearchResult {

@@ -13,8 +13,8 @@ struct L2SearchResult {
   // Quantization error of the chosen bins; +inf when the search never moved from the full
   // range (e.g. an empty or single-bin histogram).
   double norm = 0.0;
-  float new_min = 0.0f;  // f32(min_val + f32(bin_width * start_bin))
-  float new_max = 0.0f;  // f32(min_val + f32(bin_width * (end_bin + 1)))
+  float new_min = 0.0f;     // f32(min_val + f32(bin_width * start_bin))
+  float new_max = 0.0f;     // f32(min_val + f32(bin_width * (end_bin + 1)))
   int64_t evaluations = 0;  // quantization-error evaluations performed (cost indicator)
 };
 
@@ -22,8 +22,8 @@ struct L2SearchResult {
 // [min_val, max_val], quantized to `dst_nbins` levels (MegEngine: qmax - qmin + 1, 256 for
 // qint8). Arithmetic exactly as the reference under NumPy 1.x promotion:
 //   bin_width = f64(f32(max_val - min_val)) / bins (the float64 difference where the float32
-//   one overflows; new_min / new_max are then saturated at ±FLT_MAX); cumulative counts and total exact (int64);
-//   alpha/beta step 1e-5 in float64; l/r move while cSum[l] < f64(alpha' * total) /
+//   one overflows; new_min / new_max are then saturated at ±FLT_MAX); cumulative counts and total
+//   exact (int64); alpha/beta step 1e-5 in float64; l/r move while cSum[l] < f64(alpha' * total) /
 //   cSum[r] > f64(beta' * total); the bin move decision, `continue` and `break` rules of the
 //   reference; quant_error(a, b) = sum over source bins of density * (d1^3 - d0^3) / 3 pieces,
 //   accumulated in float64 in bin order (docs/calibration.md §l2).

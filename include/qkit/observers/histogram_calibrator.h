@@ -27,11 +27,11 @@ CalibMethod ParseCalibMethod(std::string_view name);
 const char* CalibMethodName(CalibMethod method);
 
 struct HistogramCalibratorOptions {
-  ParamLayout layout;        // per tensor (default) or per channel along `axis`
-  int64_t num_bins = 2048;   // bins of the first histogram; [2, 2^24]
-  int num_bits = 8;          // [2, 16]; entropy: 2^(num_bits - 1 + unsigned) target bins
+  ParamLayout layout;       // per tensor (default) or per channel along `axis`
+  int64_t num_bins = 2048;  // bins of the first histogram; [2, 2^24]
+  int num_bits = 8;         // [2, 16]; entropy: 2^(num_bits - 1 + unsigned) target bins
   bool is_unsigned = false;
-  bool skip_zeros = false;   // leave out exact zeros
+  bool skip_zeros = false;  // leave out exact zeros
   // true (default, upstream's default since 2.2): torch.histc from 0 with torch.linspace /
   // torch.arange edges. false: the numpy path (np.histogram from min|x|, np.arange growth).
   bool torch_hist = true;
@@ -46,20 +46,20 @@ struct HistogramCalibratorOptions {
 
 // Per slot; a slot with an empty `hist` has collected nothing (upstream: _calib_hist is None).
 struct HistogramCalibratorState {
-  std::vector<std::vector<int64_t>> hist;   // counts (upstream _calib_hist)
+  std::vector<std::vector<int64_t>> hist;  // counts (upstream _calib_hist)
   // Bin edges (upstream _calib_bin_edges): float32 values on the torch path; on the numpy path
   // float32 until the histogram first grows and float64 afterwards (np.arange returns float64
   // and np.hstack promotes), flagged by edges_f64.
   std::vector<std::vector<double>> edges;
-  std::vector<uint8_t> edges_f64;           // numpy path: 1 once the edges are float64
-  std::vector<int64_t> num_bins;            // torch path: bins of the last torch.histc
-                                            // (upstream _num_bins; may differ from
-                                            // edges.size() - 1 by one, as upstream)
-  int64_t nonfinite_count = 0;              // NaN / ±Inf left out, all batches
-  int64_t dropped_count = 0;                // finite values upstream also drops: outside the
-                                            // binned range (numpy path: below the first edge;
-                                            // torch path: above an arange last edge that
-                                            // rounded below the batch max)
+  std::vector<uint8_t> edges_f64;  // numpy path: 1 once the edges are float64
+  std::vector<int64_t> num_bins;   // torch path: bins of the last torch.histc
+                                   // (upstream _num_bins; may differ from
+                                   // edges.size() - 1 by one, as upstream)
+  int64_t nonfinite_count = 0;     // NaN / ±Inf left out, all batches
+  int64_t dropped_count = 0;       // finite values upstream also drops: outside the
+                                   // binned range (numpy path: below the first edge;
+                                   // torch path: above an arange last edge that
+                                   // rounded below the batch max)
 };
 
 // collect(x), per slot (upstream with the defaults applied; docs/calibration.md §nvidia):

@@ -18,9 +18,9 @@
 namespace qkit {
 
 struct HistogramObserverOptions {
-  ParamLayout layout;            // per tensor (default) or per channel along `axis`
-  int64_t bins = 2048;           // [1, 2^24]
-  int64_t upsample_rate = 128;   // [1, 2^16]
+  ParamLayout layout;           // per tensor (default) or per channel along `axis`
+  int64_t bins = 2048;          // [1, 2^24]
+  int64_t upsample_rate = 128;  // [1, 2^16]
   // Target levels of the L2 search: 0 (default) takes qmax - qmin + 1 of the QuantSpec passed to
   // ComputeRange / ComputeQParams (MegEngine: 256 for qint8, 255 for qint8_narrow, 16 for
   // qint4); > 0 fixes it (PyTorch 2.x before 2024 always uses 256).
@@ -37,7 +37,7 @@ struct HistogramObserverOptions {
 // afterwards min_val / max_val / num_batches have num_slots() entries and histogram has
 // num_slots() * bins (slot-major).
 struct HistogramObserverState {
-  std::vector<float> min_val;        // range the slot's histogram covers (0 while empty)
+  std::vector<float> min_val;  // range the slot's histogram covers (0 while empty)
   std::vector<float> max_val;
   std::vector<int64_t> histogram;    // exact counts (MegEngine: float32, see below)
   std::vector<int64_t> num_batches;  // batches with >= 1 finite element in the slot; 0 = empty

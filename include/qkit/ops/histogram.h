@@ -79,13 +79,13 @@ void Histogram(const TensorView& x, const ParamLayout& layout, const HistogramSl
                const Context& ctx);
 
 // np.histogram(x, bins=edges) for explicit edges (NVIDIA's numpy path: float32 edges before its
-// histogram first grows, float64 after; float32 data compares exactly with either): bin k holds edges[k] <= x < edges[k + 1], the last bin also x == edges[-1];
-// values outside [edges[0], edges[-1]], NaN and ±Inf are skipped. Per tensor only.
-// counts has num_edges - 1 entries and is added to.
-// REQUIRES: num_edges >= 2, edges finite and non-decreasing (InvalidArgument otherwise).
-void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges,
-                        bool abs_input, bool skip_zeros, int64_t* counts,
-                        HistogramSkipped* skipped, const Context& ctx);
+// histogram first grows, float64 after; float32 data compares exactly with either): bin k holds
+// edges[k] <= x < edges[k + 1], the last bin also x == edges[-1]; values outside [edges[0],
+// edges[-1]], NaN and ±Inf are skipped. Per tensor only. counts has num_edges - 1 entries and is
+// added to. REQUIRES: num_edges >= 2, edges finite and non-decreasing (InvalidArgument otherwise).
+void HistogramWithEdges(const TensorView& x, const double* edges, int64_t num_edges, bool abs_input,
+                        bool skip_zeros, int64_t* counts, HistogramSkipped* skipped,
+                        const Context& ctx);
 
 // The float32 edges np.linspace(lo, hi, nbins + 1, dtype=float32) that kNumpy corrects
 // against: e[k] = f32(k * step + lo) with step = (hi - lo) / nbins in float64, e[nbins] = f32(hi)
