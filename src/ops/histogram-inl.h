@@ -24,8 +24,8 @@ struct HistSlotK {
   float nb = 0;          // f32(nbins)
   float norm = 0;        // kNumpy: f32(nbins / d)
   // kNumpy: when t = f32(f32(x - lo) * norm) lies at least this far from an integer, the
-  // edge correction cannot fire (histogram.cc: NumpySafeMargin), so the gathers are skipped.
-  // >= 0.5 means never skip.
+  // edge correction cannot fire (histogram.cc: NumpySafeMargin), so the SIMD path keeps
+  // trunc(t); other lanes take the scalar rule. >= 0.5 sends every lane to the scalar rule.
   float numpy_margin = 1.0f;
   int32_t nbins = 0;
   bool wide = false;             // the float32 formula could overflow: evaluate it in float64
@@ -117,9 +117,9 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
   const auto vout = hn::Set(di, s.nbins);
   const auto vnonfinite = hn::Set(di, s.nbins + 1);
   const auto vzero_bin = hn::Set(di, s.nbins + 2);
-  const auto one = hn::Set(di, 1);
   const auto vmargin = hn::Set(df, s.numpy_margin);
   const auto vmargin_hi = hn::Set(df, 1.0f - s.numpy_margin);
+  const auto vredo = hn::Set(di, -1);
   size_t j = 0;
   for (; j + N <= n; j += N) {
     auto v = hn::LoadU(df, x + j);
@@ -139,26 +139,30 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
     t = hn::IfThenElseZero(in, t);
     auto b = hn::Min(hn::ConvertTo(di, t), vlast);
     if constexpr (kMode == internal::HistMode::kNumpy) {
-      // One step of correction against the float32 edges, as np.histogram does. It can only
-      // fire for lanes whose t is within numpy_margin of an integer (or past the last bin);
-      // when no counted lane is, the gathers are skipped (the result is the same).
+      // np.histogram's one-step correction against the float32 edges can only fire for lanes
+      // whose t is within numpy_margin of an integer (or at the last bin's end). Those lanes
+      // are marked -1 here and recomputed by the scalar rule after the loop; all others keep
+      // trunc(t), which is then provably the corrected bin.
       const auto frac = hn::Sub(t, hn::ConvertTo(df, b));
       const auto near = hn::Or(hn::Lt(frac, vmargin), hn::Gt(frac, vmargin_hi));
-      if (!hn::AllFalse(df, hn::And(in, near))) {
-        // Lanes that are not counted hold b = 0 and may step to -1; b + 1 stays inside the
-        // edge array.
-        const auto e0 = hn::GatherIndex(df, s.edges, b);
-        b = hn::IfThenElse(hn::RebindMask(di, hn::Lt(v, e0)), hn::Sub(b, one), b);
-        const auto b1 = hn::Add(b, one);
-        const auto e1 = hn::GatherIndex(df, s.edges, b1);
-        const auto inc = hn::And(hn::RebindMask(di, hn::Ge(v, e1)), hn::Ne(b, vlast));
-        b = hn::IfThenElse(inc, b1, b);
-      }
+      b = hn::IfThenElse(hn::RebindMask(di, hn::And(in, near)), vredo, b);
     }
     const auto other = hn::IfThenElse(hn::RebindMask(di, hn::IsFinite(v)), vout, vnonfinite);
     b = hn::IfThenElse(hn::RebindMask(di, in), b, other);
     if (skip_zeros) b = hn::IfThenElse(hn::RebindMask(di, hn::Eq(v, hn::Zero(df))), vzero_bin, b);
     hn::StoreU(b, di, idx + j);
+  }
+  if constexpr (kMode == internal::HistMode::kNumpy) {
+    // Lanes marked -1: the full scalar rule (with the edge correction, identical operations).
+    const auto zero = hn::Zero(di);
+    for (size_t k = 0; k < j; k += N) {
+      if (hn::AllFalse(di, hn::Lt(hn::LoadU(di, idx + k), zero))) continue;
+      for (size_t l = k; l < k + N; ++l) {
+        if (idx[l] >= 0) continue;
+        const float v = abs_input ? std::fabs(x[l]) : x[l];
+        idx[l] = internal::HistBinScalar(v, s, kMode, skip_zeros);
+      }
+    }
   }
   for (; j < n; ++j) {
     const float v = abs_input ? std::fabs(x[j]) : x[j];
