@@ -196,6 +196,9 @@ void HistogramObserverOptions::Validate(const char* caller) const {
   QKIT_REQUIRE(
       upsample_rate >= 1 && upsample_rate <= kMaxUpsample, InvalidArgument,
       caller << ": `upsample_rate`=" << upsample_rate << " outside [1, " << kMaxUpsample << "]");
+  QKIT_REQUIRE(
+      combine == HistogramCombine::kMegEngine, InvalidArgument,
+      caller << ": `combine`=" << static_cast<int>(combine) << " is not a HistogramCombine rule");
   QKIT_REQUIRE(dst_nbins >= 0, InvalidArgument,
                caller << ": `dst_nbins`=" << dst_nbins << " must be >= 0 (0: from the QuantSpec)");
 }
@@ -415,8 +418,8 @@ HistogramObserver HistogramObserver::Merge(const HistogramObserver& a, const His
   const auto& oa = a.options_;
   const auto& ob = b.options_;
   QKIT_REQUIRE(SameLayout(oa.layout, ob.layout) && oa.bins == ob.bins &&
-                   oa.upsample_rate == ob.upsample_rate && oa.dst_nbins == ob.dst_nbins &&
-                   oa.error_on_nonfinite == ob.error_on_nonfinite,
+                   oa.upsample_rate == ob.upsample_rate && oa.combine == ob.combine &&
+                   oa.dst_nbins == ob.dst_nbins && oa.error_on_nonfinite == ob.error_on_nonfinite,
                InvalidArgument, kCaller << ": options differ");
   if (b.num_slots() == 0 || a.num_slots() == 0) {
     HistogramObserver out = b.num_slots() == 0 ? a : b;
@@ -499,6 +502,7 @@ std::vector<uint8_t> HistogramObserver::Save() const {
   internal::WriteLayout(w, options_.layout);
   w.I64(options_.bins);
   w.I64(options_.upsample_rate);
+  w.U8(static_cast<uint8_t>(options_.combine));
   w.I64(options_.dst_nbins);
   w.Bool(options_.error_on_nonfinite);
   w.F32Vector(state_.min_val);
@@ -516,6 +520,7 @@ HistogramObserver HistogramObserver::Load(const uint8_t* data, size_t size) {
   o.layout = internal::ReadLayout(r, kCaller);
   o.bins = r.I64();
   o.upsample_rate = r.I64();
+  o.combine = static_cast<HistogramCombine>(internal::ReadEnum(r, 1, "combine", kCaller));
   o.dst_nbins = r.I64();
   o.error_on_nonfinite = r.Bool();
   HistogramObserverState s;
@@ -538,6 +543,7 @@ std::string HistogramObserver::ToJson() const {
   j["options"] = {{"layout", internal::LayoutToJson(options_.layout)},
                   {"bins", options_.bins},
                   {"upsample_rate", options_.upsample_rate},
+                  {"combine", "megengine"},
                   {"dst_nbins", options_.dst_nbins},
                   {"error_on_nonfinite", options_.error_on_nonfinite}};
   j["state"] = {{"min_val", internal::FloatsToJson(state_.min_val)},
@@ -561,6 +567,10 @@ HistogramObserver HistogramObserver::FromJson(std::string_view json) {
       internal::Int64FromJson(JsonField(jo, "bins", "options", kCaller), "options.bins", kCaller);
   o.upsample_rate = internal::Int64FromJson(JsonField(jo, "upsample_rate", "options", kCaller),
                                             "options.upsample_rate", kCaller);
+  const std::string combine = internal::StringFromJson(JsonField(jo, "combine", "options", kCaller),
+                                                       "options.combine", kCaller);
+  QKIT_REQUIRE(combine == "megengine", InvalidArgument,
+               kCaller << ": `options.combine`=\"" << combine << "\" is not \"megengine\"");
   o.dst_nbins = internal::Int64FromJson(JsonField(jo, "dst_nbins", "options", kCaller),
                                         "options.dst_nbins", kCaller);
   o.error_on_nonfinite =

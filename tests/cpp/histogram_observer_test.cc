@@ -467,6 +467,9 @@ TEST(HistogramObserverTest2, SaveLoadAndJsonRoundTripsAndCorruptionIsRejected) {
   std::string kind = j;
   kind.replace(kind.find("qkit.HistogramObserver"), 22, "qkit.MinMaxObserver!!!");
   EXPECT_THROW(HistogramObserver::FromJson(kind), InvalidArgument);
+  std::string comb = j;
+  comb.replace(comb.find("\"megengine\""), 11, "\"pytorch2x\"");
+  EXPECT_THROW(HistogramObserver::FromJson(comb), InvalidArgument);
 }
 
 TEST(HistogramObserverTest2, ErrorsLeaveTheStateUnchanged) {
@@ -479,6 +482,9 @@ TEST(HistogramObserverTest2, ErrorsLeaveTheStateUnchanged) {
   EXPECT_THROW(HistogramObserver{bad}, InvalidArgument);
   bad = {};
   bad.dst_nbins = -1;
+  EXPECT_THROW(HistogramObserver{bad}, InvalidArgument);
+  bad = {};
+  bad.combine = static_cast<HistogramCombine>(3);
   EXPECT_THROW(HistogramObserver{bad}, InvalidArgument);
 
   HistogramObserverOptions o;

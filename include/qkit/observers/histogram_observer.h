@@ -17,10 +17,20 @@
 
 namespace qkit {
 
+// How a batch that widens the range is combined with the stored histogram.
+enum class HistogramCombine : uint8_t {
+  // MegEngine's _adjust_min_max / _combine_histograms: float64 scalars (NumPy 1.x), the slack
+  // split evenly on both sides, np.histogram binning. (PyTorch 2.x before 2024 puts the slack
+  // on the max, computes in float32 tensors, bins with torch.histc and resets on tiny ranges;
+  // it is not implemented.)
+  kMegEngine,
+};
+
 struct HistogramObserverOptions {
   ParamLayout layout;           // per tensor (default) or per channel along `axis`
   int64_t bins = 2048;          // [1, 2^24]
   int64_t upsample_rate = 128;  // [1, 2^16]
+  HistogramCombine combine = HistogramCombine::kMegEngine;
   // Target levels of the L2 search: 0 (default) takes qmax - qmin + 1 of the QuantSpec passed to
   // ComputeRange / ComputeQParams (MegEngine: 256 for qint8, 255 for qint8_narrow, 16 for
   // qint4); > 0 fixes it (PyTorch 2.x before 2024 always uses 256).
