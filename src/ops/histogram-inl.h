@@ -118,7 +118,6 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
   const auto vnonfinite = hn::Set(di, s.nbins + 1);
   const auto vzero_bin = hn::Set(di, s.nbins + 2);
   const auto vmargin = hn::Set(df, s.numpy_margin);
-  const auto vmargin_hi = hn::Set(df, 1.0f - s.numpy_margin);
   const auto vredo = hn::Set(di, -1);
   size_t j = 0;
   for (; j + N <= n; j += N) {
@@ -143,8 +142,7 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
       // whose t is within numpy_margin of an integer (or at the last bin's end). Those lanes
       // are marked -1 here and recomputed by the scalar rule after the loop; all others keep
       // trunc(t), which is then provably the corrected bin.
-      const auto frac = hn::Sub(t, hn::ConvertTo(df, b));
-      const auto near = hn::Or(hn::Lt(frac, vmargin), hn::Gt(frac, vmargin_hi));
+      const auto near = hn::Lt(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin);
       b = hn::IfThenElse(hn::RebindMask(di, hn::And(in, near)), vredo, b);
     }
     const auto other = hn::IfThenElse(hn::RebindMask(di, hn::IsFinite(v)), vout, vnonfinite);
