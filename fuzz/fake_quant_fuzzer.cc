@@ -3,8 +3,8 @@
 // (tests/reference/fake_quant_ref.h) bit for bit (NaN-aware), mask included; and
 // FakeQuantizeBackwardClipped against the reference mask.
 // Parameters are taken from the input too; FakeQuantize must throw InvalidArgument exactly
-// when they are unusable (non-finite or non-positive scale, zero point outside the range or
-// not integral under add_after_round, no finite reciprocal under multiply_reciprocal) or when
+// when they are unusable (non-finite or non-positive scale, zero point outside the range, no
+// finite reciprocal under multiply_reciprocal) or when
 // nan_mode=error meets a NaN.
 #include <cmath>
 #include <cstddef>
@@ -34,9 +34,6 @@ bool ParamsUsable(float s, float z, const qkit::QuantSpec& spec) {
   if (!std::isfinite(s) || (mult ? s < 0.0f : s <= 0.0f)) return false;
   if (!std::isfinite(z) || z < static_cast<float>(spec.QuantMin()) ||
       z > static_cast<float>(spec.QuantMax())) {
-    return false;
-  }
-  if (spec.zero_point_mode == qkit::ZeroPointMode::kAddAfterRound && z != std::nearbyint(z)) {
     return false;
   }
   if (spec.scale_mode == ScaleMode::kMultiplyReciprocal && !std::isfinite(1.0f / s)) return false;

@@ -303,12 +303,13 @@ std::vector<Row> Matrix() {
     r.eps = kNaN;
     Choose(-1.0f, 1.0f, {}, r);
   });
-  add("ChooseQParams", "zero range under DegenerateRule::kNone, affine", IA, "zero", [] {
+  add("ChooseQParams", "zero range [0, 0] under DegenerateRule::kNone, affine", IA,
+      "qkit::ChooseQParams", [] {
     QuantSpec s;
     s.symmetric = false;
     QParamsRule r;
     r.degenerate = DegenerateRule::kNone;
-    Choose(1.0f, 1.0f, s, r);
+    Choose(0.0f, 0.0f, s, r);
   });
   add("ChooseQParams (element-wise)", "one bad range of 3", IA, "min",
       [] {
@@ -432,8 +433,16 @@ std::vector<Row> Matrix() {
       });
   add("FakeQuantize", "zero_point outside the range", IA, "zero_point",
       [] { Fq(1.0f, {}, 0.5f, 200.0f); });
-  add("FakeQuantize", "zero_point not integral (add_after_round)", IA, "zero_point",
-      [] { Fq(1.0f, {}, 0.5f, 0.5f); });
+  add("FakeQuantize", "zero_point not integral (0.5)", V,
+      "accepted (fake quant needs no integer codes): (clamp(round(x/s)+z) - z)*s", [] {
+        EXPECT_EQ(Fq(1.0f, {}, 0.5f, 0.5f), 1.0f);
+      });
+  add("Quantize", "zero_point not integral (add_after_round)", IA, "zero_point", [] {
+    float x = 1, s = 1, z = 0.5f;
+    int8_t q;
+    Quantize(TensorView::Vector(&x, 1), QuantSpec{}, {&s, &z, 1},
+             TensorView::Contiguous(&q, DType::kInt8, {1}), Context{});
+  });
   add("FakeQuantize", "unsigned with negative input", V, "clamps to qmin: (0 - z) * s", [] {
     QuantSpec s;
     s.is_signed = false;
@@ -490,7 +499,11 @@ std::vector<Row> Matrix() {
 
   // ---------------------------------------------------------------- observers
   static MinMaxObserver mm({ParamLayout::PerChannel(0), NonFinite::kSkip});
-  static MovingAverageObserver ma(MovingAverageObserverOptions::Torch());
+  static MovingAverageObserver ma([] {
+    MovingAverageObserverOptions o = MovingAverageObserverOptions::Torch();
+    o.layout = ParamLayout::PerChannel(0);
+    return o;
+  }());
   static PassiveObserver po;
   static std::vector<float> seed = {1, -2, 3, 4, 0.5f, -6};
   static bool seeded = false;
@@ -550,7 +563,7 @@ std::vector<Row> Matrix() {
       throw;
     }
   });
-  add("MinMaxObserver::ComputeQParams", "empty observer", FP, "empty", [] {
+  add("MinMaxObserver::ComputeQParams", "empty observer", FP, "not seen any data", [] {
     MinMaxObserver fresh;
     float s, z;
     fresh.ComputeQParams(QuantSpec{}, QParamsRule{}, &s, &z);
@@ -566,7 +579,7 @@ std::vector<Row> Matrix() {
     MinMaxObserver::Load(b.data(), b.size());
   });
   add("MinMaxObserver::Load", "empty / null blob", DL, "", [] { MinMaxObserver::Load(nullptr, 0); });
-  add("MinMaxObserver::Load", "another observer's blob", DL, "kind", [] {
+  add("MinMaxObserver::Load", "another observer's blob", DL, "qkit.PassiveObserver", [] {
     const auto b = po.Save();
     MinMaxObserver::Load(b.data(), b.size());
   });
@@ -645,7 +658,7 @@ std::vector<Row> Matrix() {
 
   // ---------------------------------------------------------------- ParseNpy / BlobReader
   add("ParseNpy", "empty input", DL, "", [] { ParseNpy(nullptr, 0, "t.npy"); });
-  add("ParseNpy", "absurd shape (2^40, 2^40)", IA, "shape", [] {
+  add("ParseNpy", "absurd shape (2^40, 2^40)", DL, "too large", [] {
     const auto b = NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }", 0);
     ParseNpy(b.data(), b.size(), "t.npy");
   });
