@@ -117,6 +117,11 @@ Plan MakePlan(const QuantSpec& spec, const QParamsRule& rule, const char* caller
       p.divisor = static_cast<float>(qmax);
       break;
     case SymmetricDivisor::kHalfFullRange:
+      // Uses spec.bits even with a quant_min/max override (found by qparams_fuzzer: a shift by
+      // a negative `bits` was undefined behaviour).
+      QKIT_REQUIRE(spec.bits >= 2 && spec.bits <= 16, InvalidArgument,
+                   caller << ": `bits`=" << spec.bits
+                          << " outside [2, 16] (SymmetricDivisor::kHalfFullRange uses it)");
       p.divisor = static_cast<float>(static_cast<double>((int64_t{1} << spec.bits) - 1) / 2.0);
       break;
   }

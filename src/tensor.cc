@@ -35,7 +35,7 @@ bool TensorView::IsContiguous() const {
   int64_t expected = 1;
   for (int d = ndim - 1; d >= 0; --d) {
     if (shape[d] != 1 && strides[d] != expected) return false;
-    expected *= shape[d];
+    if (d > 0 && __builtin_mul_overflow(expected, shape[d], &expected)) return false;
   }
   return true;
 }
@@ -59,7 +59,11 @@ TensorView TensorView::Contiguous(void* data, DType dtype, int nd, const int64_t
   for (int d = nd - 1; d >= 0; --d) {
     v.shape[d] = shape[d];
     v.strides[d] = s;
-    s *= shape[d];
+    // The outermost size never enters a stride; an inner product that overflows int64 is an
+    // absurd shape (and would be undefined behaviour).
+    QKIT_REQUIRE(d == 0 || !__builtin_mul_overflow(s, shape[d], &s), InvalidArgument,
+                 "qkit::TensorView::Contiguous: `shape` " << v.ShapeString()
+                                                            << " overflows int64 strides");
   }
   return v;
 }

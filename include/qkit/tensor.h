@@ -38,10 +38,15 @@ struct TensorView {
   int64_t shape[kMaxDims] = {};
   int64_t strides[kMaxDims] = {};
 
+  // Product of the shape; INT64_MAX when it overflows (an absurd shape, rejected by the ops).
   int64_t numel() const {
     int64_t n = 1;
-    for (int i = 0; i < ndim; ++i) n *= shape[i];
-    return n;
+    bool overflow = false;
+    for (int i = 0; i < ndim; ++i) {
+      if (shape[i] == 0) return 0;
+      overflow |= __builtin_mul_overflow(n, shape[i], &n);
+    }
+    return overflow ? INT64_MAX : n;
   }
   bool IsContiguous() const;  // row-major dense
   std::string ShapeString() const;  // "[2, 3, 4]"

@@ -37,6 +37,10 @@ Walk::Walk(const TensorView* const* views, int num_operands, const ParamLayout& 
       QKIT_REQUIRE(v.shape[d] >= 0, InvalidArgument,
                    caller << ": negative size " << v.shape[d] << " in shape " << v.ShapeString());
     }
+    // No tensor can have 2^48 elements on a 48-bit address space; larger (or overflowing)
+    // shapes are caller errors, rejected before any offset arithmetic.
+    QKIT_REQUIRE(v.numel() < (int64_t{1} << 48), InvalidArgument,
+                 caller << ": absurd shape " << v.ShapeString() << " (2^48 elements or more)");
     QKIT_REQUIRE(v.data != nullptr || v.numel() == 0, InvalidArgument,
                  caller << ": null data pointer for a non-empty tensor of shape "
                         << v.ShapeString());

@@ -268,7 +268,8 @@ HWY_INLINE void StorePart(D d, hn::Vec<D> v, float* HWY_RESTRICT p, size_t n) {
 // the speed of plain loads + a select (BackwardMasked at 64M floats: 24 ms vs 12 ms).
 template <class V>
 HWY_INLINE V NoFold(V v) {
-#if HWY_TARGET != HWY_SCALAR && HWY_ARCH_X86 && (HWY_COMPILER_GCC || HWY_COMPILER_CLANG)
+#if HWY_TARGET != HWY_SCALAR && HWY_ARCH_X86 && (HWY_COMPILER_GCC || HWY_COMPILER_CLANG) && \
+    !(HWY_COMPILER_CLANG && HWY_IS_ASAN)  // clang+ASan: "tied indirect register inputs"
   asm("" : "+x"(v.raw));
 #endif
   return v;
