@@ -75,11 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const bool unclamped_zp =
           !rule.clamp_zero_point && std::isfinite(r[i].zero_point) &&
           (r[i].zero_point < static_cast<float>(qmin) || r[i].zero_point > static_cast<float>(qmax));
-      // KNOWN FINDING (docs/reliability.md, open): a symmetric spec whose quant range excludes 0
-      // (e.g. override [65535, 66473]) gets zero point 0 outside its range instead of an error.
-      const bool known_symmetric_range_without_zero =
-          spec.symmetric && (qmin > 0 || qmax < 0);
-      QKIT_FUZZ_CHECK(zero_step || unclamped_zp || known_symmetric_range_without_zero,
+      QKIT_FUZZ_CHECK(zero_step || unclamped_zp,
                       "range [%a, %a] -> scale %a zero_point %a rejected by ValidateQParams: %s "
                       "(spec %s)",
                       mn[i], mx[i], r[i].scale, r[i].zero_point, e.what(), spec.ToString().c_str());

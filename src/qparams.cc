@@ -140,6 +140,14 @@ Plan MakePlan(const QuantSpec& spec, const QParamsRule& rule, const char* caller
       p.symmetric_zero_point = static_cast<float>((qmin + qmax) >> 1);
       break;
   }
+  // A symmetric grid is centred on its zero point: one outside the quant range cannot be
+  // represented (found by qparams_fuzzer: an override [65535, 66473] gave zero point 0).
+  QKIT_REQUIRE(!spec.symmetric || (p.symmetric_zero_point >= p.qmin &&
+                                   p.symmetric_zero_point <= p.qmax),
+               InvalidArgument,
+               caller << ": symmetric zero point " << p.symmetric_zero_point
+                      << " outside [`quant_min`=" << qmin << ", `quant_max`=" << qmax
+                      << "]: a symmetric spec needs a quant range that contains it");
   return p;
 }
 

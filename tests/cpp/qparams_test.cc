@@ -930,6 +930,22 @@ TEST(QParamsErrorTest, InconsistentRules) {
   QParamsRule qmax_div;
   qmax_div.divisor = SymmetricDivisor::kQuantMax;
   ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, neg, qmax_div); }, {"divisor", "`quant_max`=0"});
+  // A symmetric spec whose quant range excludes its zero point 0 (qparams_fuzzer finding).
+  for (auto [lo, hi] : {std::pair<int64_t, int64_t>{65535, 66473}, {1, 255}, {-255, -1}}) {
+    QuantSpec off;
+    off.bits = 16;
+    off.quant_min_override = lo;
+    off.quant_max_override = hi;
+    ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, off, QParamsRule{}); },
+                  {"symmetric zero point 0", "`quant_min`=" + std::to_string(lo)});
+  }
+  // The midpoint zero points always lie inside the range: accepted.
+  QuantSpec off;
+  off.quant_min_override = 1;
+  off.quant_max_override = 255;
+  QParamsRule mid;
+  mid.symmetric_zero_point = SymmetricZeroPoint::kMidpointUp;
+  EXPECT_EQ(ChooseQParams(-1.0f, 1.0f, off, mid).zero_point, 128.0f);
 }
 
 TEST(QParamsErrorTest, UndefinedResults) {
