@@ -2,7 +2,8 @@
 // FromJson. Each call must either throw a qkit::Error or give an object that Save()s, re-Load()s
 // and Save()s again to the same bytes (and likewise through ToJson / FromJson).
 //
-// Input layout: byte 0 selects the target; for the blob loaders bit 7 of byte 0 asks the harness
+// Input layout: byte 0 selects the target (0-5: MinMax / MovingAverage / Passive Load then
+// FromJson, 6: BlobReader, 7/8: HistogramObserver Load / FromJson, 9/10: HistogramCalibrator); for the blob loaders bit 7 of byte 0 asks the harness
 // to overwrite the last four bytes with the correct CRC-32, so that the fuzzer gets past the
 // checksum and explores the payload parsers. The rest is the blob / JSON text.
 #include <cstddef>
@@ -13,6 +14,8 @@
 
 #include "fuzz_util.h"
 #include "qkit/error.h"
+#include "qkit/observers/histogram_calibrator.h"
+#include "qkit/observers/histogram_observer.h"
 #include "qkit/observers/observers.h"
 #include "qkit/serialize.h"
 
@@ -89,6 +92,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 3: FuzzJson<qkit::MinMaxObserver>(text); break;
     case 4: FuzzJson<qkit::MovingAverageObserver>(text); break;
     case 5: FuzzJson<qkit::PassiveObserver>(text); break;
+    // 6: the BlobReader (default)
+    case 7: FuzzLoad<qkit::HistogramObserver>(bytes); break;
+    case 8: FuzzJson<qkit::HistogramObserver>(text); break;
+    case 9: FuzzLoad<qkit::HistogramCalibrator>(bytes); break;
+    case 10: FuzzJson<qkit::HistogramCalibrator>(text); break;
     default: FuzzReader(bytes, sel); break;
   }
   return 0;

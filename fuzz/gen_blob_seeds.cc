@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "qkit/observers/histogram_calibrator.h"
+#include "qkit/observers/histogram_observer.h"
 #include "qkit/observers/observers.h"
 #include "qkit/serialize.h"
 
@@ -21,12 +23,15 @@ void Write(const std::string& name, uint8_t sel, const void* p, size_t n) {
   f.write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
 }
 
+// Selectors: blob_fuzzer.cc. `json_sel` 0 = sel + 3 (the MinMax / MovingAverage / Passive
+// layout).
 template <typename Obs>
-void Both(const std::string& name, uint8_t sel, const Obs& obs) {
+void Both(const std::string& name, uint8_t sel, const Obs& obs, uint8_t json_sel = 0) {
   const std::vector<uint8_t> blob = obs.Save();
   Write(name + ".blob", sel, blob.data(), blob.size());
   const std::string json = obs.ToJson();
-  Write(name + ".json", static_cast<uint8_t>(sel + 3), json.data(), json.size());
+  Write(name + ".json", json_sel ? json_sel : static_cast<uint8_t>(sel + 3), json.data(),
+        json.size());
 }
 
 }  // namespace
@@ -56,6 +61,28 @@ int main(int argc, char** argv) {
   const float s[1] = {0.05f}, z[1] = {3.0f};
   po.SetQParams(s, z, 1);
   Both("passive", 2, po);
+
+  HistogramObserverOptions ho;
+  ho.bins = 16;
+  ho.upsample_rate = 4;
+  HistogramObserver hist(ho);
+  hist.Observe(v, ctx);
+  Both("histogram_observer", 7, hist, 8);
+  ho.layout = ParamLayout::PerChannel(0);
+  HistogramObserver hist_pc(ho);
+  hist_pc.Observe(v, ctx);
+  Both("histogram_observer_per_channel", 7, hist_pc, 8);
+
+  HistogramCalibratorOptions co;
+  co.num_bins = 16;
+  HistogramCalibrator calib(co);
+  calib.Observe(v, ctx);
+  Both("histogram_calibrator", 9, calib, 10);
+  co.torch_hist = false;
+  co.skip_zeros = true;
+  HistogramCalibrator calib_np(co);
+  calib_np.Observe(v, ctx);
+  Both("histogram_calibrator_numpy", 9, calib_np, 10);
 
   BlobWriter w("fuzz", 1);
   w.U8(7);
