@@ -124,9 +124,10 @@ class NvidiaHistogram:
         self.hist = hist
 
     def percentile_amax(self, percentile):
-        total = self.hist.sum()
-        cdf = torch.cumsum(self.hist / total, dim=0)
-        idx = torch.searchsorted(cdf, percentile / 100)
+        """SPEC 4.6: cdf = cumsum(hist / total) in float64 (numpy); left searchsorted."""
+        hist = self.hist.numpy().astype(np.int64)
+        cdf = np.cumsum(hist / hist.sum())
+        idx = int(np.searchsorted(cdf, percentile / 100, side="left"))
         return self.edges[idx]
 
 
