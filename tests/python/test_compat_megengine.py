@@ -317,3 +317,282 @@ def test_lsq_module():
         m.set_qparams(create_qparams(QuantMode.SYMMERTIC, "qint8", None))
     m.disable()
     assert m(x) is x
+
+
+# ---- observers (SPEC §3.3, §10.4, seed 001) ------------------------------------------------------
+from qkit.compat.megengine import observer as mobs  # noqa: E402
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+class RefEMA:
+    """MegEngine's (Sync)ExponentialMovingAverageObserver.forward restated (float32 tensors)."""
+
+    def __init__(self, momentum=0.9):
+        self.momentum = torch.tensor(momentum, dtype=torch.float32)
+        self.rm = torch.tensor(0.0)
+        self.min_val = torch.tensor(FLT_MAX)
+        self.max_val = torch.tensor(-FLT_MAX)
+
+    def __call__(self, x):
+        one = torch.tensor(1.0)
+        self.min_val = self.min_val * self.rm + (one - self.rm) * x.min()
+        self.max_val = self.max_val * self.rm + (one - self.rm) * x.max()
+        self.rm = self.momentum.clone()
+
+
+def check_qparams(qp, mn, mx, mode, name, eps=1e-5):
+    lo, hi = RANGES[name]
+    s, z = ref_calculate_qparams(mn, mx, mode, lo, hi, eps)
+    assert qp.mode is mode and qp.dtype_meta is mdt._builtin_quant_dtypes[name]
+    same(qp.scale.reshape(()), s.reshape(()))
+    if z is None:
+        assert qp.zero_point is None
+    else:
+        assert qp.zero_point.dtype == torch.float32
+        same(qp.zero_point.reshape(()), z.reshape(()))
+
+
+@pytest.mark.parametrize("name", ["qint8", "qint8_narrow", "quint8", "qint4", "quint4"])
+@pytest.mark.parametrize("mode", [QuantMode.SYMMERTIC, QuantMode.ASYMMERTIC])
+def test_minmax_observer_sequence(name, mode, gen):
+    obs = mobs.MinMaxObserver(mode=mode, dtype=name)
+    mn, mx = torch.tensor(FLT_MAX), torch.tensor(-FLT_MAX)
+    for i in range(4):
+        x = torch.randn(5, 7, generator=gen) * (i + 1) + (0.5 if i == 0 else 0.0)
+        assert obs(x) is x
+        mn, mx = torch.minimum(mn, x.min()), torch.maximum(mx, x.max())
+        same(obs.min_val, mn)
+        same(obs.max_val, mx)
+        check_qparams(obs.get_qparams(), mn, mx, mode, name)
+    # positive-only data: widened to [0, max]
+    obs = mobs.MinMaxObserver(mode=mode, dtype=name)
+    obs(torch.tensor([0.5, 3.0]))
+    check_qparams(obs.get_qparams(), 0.5, 3.0, mode, name)
+
+
+def test_minmax_observer_spec_10_2_and_fake_quantize_chain():
+    obs = mobs.MinMaxObserver()
+    obs(X)
+    qp = obs.get_qparams()
+    assert abs(qp.scale.item() - 0.015686275) < 1e-9
+    out = fake_quant.FakeQuantize("qint8")(X, qp)
+    same(out, torch.tensor([-96.0, -48, -13, 0, 6, 22, 57, 127]) * qp.scale)
+
+
+def test_minmax_observer_enable_train_and_empty():
+    obs = mobs.MinMaxObserver()
+    qp = obs.get_qparams()  # sentinels widen to [0, 0]: scale eps
+    assert qp.scale.item() == np.float32(1e-5) and qp.zero_point is None
+    assert obs.min_val.item() == FLT_MAX and obs.max_val.item() == -FLT_MAX
+    obs.eval()
+    assert obs.enabled is False
+    obs(torch.tensor([5.0]))
+    assert obs.min_val.item() == FLT_MAX
+    obs.train()
+    obs(torch.tensor([5.0, -1.0]))
+    obs.disable()
+    obs(torch.tensor([50.0]))
+    assert obs.max_val.item() == 5.0
+    obs.enable()
+    obs(torch.tensor([50.0]))
+    assert obs.max_val.item() == 50.0
+    qp = mobs.MinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8").get_qparams()
+    assert qp.scale.item() == np.float32(1e-5) and qp.zero_point.item() == 0.0
+
+
+def test_constant_and_zero_inputs_floor_at_eps():
+    for mode in (QuantMode.SYMMERTIC, QuantMode.ASYMMERTIC):
+        obs = mobs.MinMaxObserver(mode=mode, dtype="quint8")
+        obs(torch.zeros(5))
+        check_qparams(obs.get_qparams(), 0.0, 0.0, mode, "quint8")
+        obs = mobs.MinMaxObserver(mode=mode, eps=0.1)
+        obs(torch.full((3,), 2.0))
+        check_qparams(obs.get_qparams(), 2.0, 2.0, mode, "qint8", eps=0.1)
+
+
+def test_nan_skipped_inf_raises():
+    obs = mobs.MinMaxObserver()
+    obs(torch.tensor([float("nan"), 1.0, -2.0]))
+    check_qparams(obs.get_qparams(), -2.0, 1.0, QuantMode.SYMMERTIC, "qint8")
+    obs(torch.tensor([float("inf")]))
+    with pytest.raises(ValueError):
+        obs.get_qparams()
+
+
+def test_sync_minmax_observes_even_when_disabled():
+    obs = mobs.SyncMinMaxObserver()
+    obs.eval()
+    obs(torch.tensor([3.0, -1.0]))  # MegEngine's `if self.enable:` is always true
+    assert obs.max_val.item() == 3.0 and obs.min_val.item() == -1.0
+
+
+@pytest.mark.parametrize("cls", [mobs.ExponentialMovingAverageObserver,
+                                 mobs.SyncExponentialMovingAverageObserver])
+def test_ema_spec_10_4_and_sequence(cls, gen):
+    obs = cls()
+    expect = [(-1.0, 2.0, 0.015686275), (-0.95, 1.9, 0.014901960),
+              (-1.155, 2.1100001, 0.016549021)]
+    for (mn, mx), (emn, emx, es) in zip([(-1, 2), (-0.5, 1), (-3, 4)], expect):
+        obs(torch.tensor([float(mn), float(mx)]))
+        assert abs(obs.min_val.item() - emn) < 1e-6 and abs(obs.max_val.item() - emx) < 1e-6
+        assert abs(obs.get_qparams().scale.item() - es) < 1e-9
+    # against the restated forward, every mode, momentum change included
+    for mode, name in [(QuantMode.SYMMERTIC, "qint8"), (QuantMode.ASYMMERTIC, "quint8")]:
+        obs, r = cls(momentum=0.8, mode=mode, dtype=name), RefEMA(0.8)
+        for i in range(6):
+            x = torch.randn(10, generator=gen) * (i + 1)
+            if i == 2:
+                obs.set_momentum(0.5)
+                r.momentum = torch.tensor(0.5)  # read at the end of the next update
+            if i == 4:
+                obs.eval()  # disabled: no update
+                obs(x)
+                obs.train()
+                continue
+            obs(x)
+            r(x)
+            same(obs.min_val, r.min_val)
+            same(obs.max_val, r.max_val)
+            check_qparams(obs.get_qparams(), r.min_val, r.max_val, mode, name)
+
+
+def test_ema_set_momentum_before_first_update():
+    obs, r = mobs.ExponentialMovingAverageObserver(), RefEMA()
+    obs.set_momentum(0.25)
+    r.momentum = torch.tensor(0.25)
+    assert obs.momentum.item() == 0.25
+    for v in ([1.0, -1.0], [3.0, -0.5], [0.25, -4.0]):
+        obs(torch.tensor(v))
+        r(torch.tensor(v))
+        same(obs.max_val, r.max_val)
+        same(obs.min_val, r.min_val)
+
+
+def ref_histogram_minmax(batches, bins, upsample_rate, dst_nbins):
+    """MegEngine's HistogramObserver restated from the seed (numpy, float64 scalars), for
+    batches that stay inside the first batch's range when bins * upsample_rate is a power of
+    two (the counts then add exactly); returns the searched (min, max)."""
+    x0 = batches[0].numpy()
+    mn, mx = np.float32(x0.min()), np.float32(x0.max())
+    hist = np.histogram(x0, bins, (mn, mx))[0].astype(np.float64)
+    for b in batches[1:]:  # adjusted range == stored range (e = 0), as float64 scalars
+        hist += np.histogram(b.numpy(), bins, (float(mn) - 0.0, float(mx) + 0.0))[0]
+    bin_width = float(mx - mn) / bins
+    total = hist.sum()
+    csum = np.cumsum(hist)
+
+    def qerr(a, b):
+        dw = bin_width * (b - a + 1) / dst_nbins
+        if dw == 0.0:
+            return 0.0
+        norm = 0.0
+        for i in range(bins):
+            sb = (i - a) * bin_width
+            se = sb + bin_width
+            db = min(dst_nbins - 1, max(0.0, math.floor(sb / dw)))
+            de = min(dst_nbins - 1, max(0.0, math.floor(se / dw)))
+            dens = hist[i] / bin_width
+
+            def nrm(d0, d1):
+                return dens * (d1 * d1 * d1 - d0 * d0 * d0) / 3
+            if db == de:
+                c = db * dw + dw / 2
+                norm += nrm(sb - c, se - c)
+            else:
+                norm += nrm(sb - (db * dw + dw / 2), dw / 2)
+                norm += (de - db - 1) * nrm(-dw / 2, dw / 2)
+                norm += nrm(-dw / 2, se - (de * dw + dw / 2))
+        return norm
+
+    alpha, beta, start, end, norm_min = 0.0, 1.0, 0, bins - 1, float("inf")
+    while alpha < beta:
+        na, nb = alpha + 1e-5, beta - 1e-5
+        l, r = start, end
+        while l < end and csum[l] < na * total:
+            l += 1
+        while r > start and csum[r] > nb * total:
+            r -= 1
+        ns, ne = start, end
+        if (l - start) > (end - r):
+            ns, alpha = l, na
+        else:
+            ne, beta = r, nb
+        if ns == start and ne == end:
+            continue
+        norm = qerr(ns, ne)
+        if norm > norm_min:
+            break
+        norm_min, start, end = norm, ns, ne
+    new_min = np.float32(mn + np.float32(bin_width * start))
+    new_max = np.float32(mn + np.float32(bin_width * (end + 1)))
+    return float(new_min), float(new_max)
+
+
+@pytest.mark.parametrize("name", ["qint8", "qint4"])
+def test_histogram_observer_matches_seed_algorithm(name, gen):
+    bins, up = 64, 16
+    first = torch.randn(400, generator=gen)
+    first[0], first[1] = -4.0, 5.0  # later batches stay inside [-4, 5]
+    batches = [first] + [(torch.randn(300, generator=gen)).clamp(-3.9, 4.9) for _ in range(2)]
+    obs = mobs.HistogramObserver(bins=bins, upsample_rate=up, dtype=name)
+    assert obs.histogram[0].item() == -1
+    obs.eval()  # HistogramObserver ignores `enabled`
+    for b in batches:
+        obs(b)
+    assert obs.histogram.sum().item() == 1000
+    lo, hi = RANGES[name]
+    rmin, rmax = ref_histogram_minmax(batches, bins, up, hi - lo + 1)
+    mn, mx = obs._non_linear_param_search()
+    assert (mn.item(), mx.item()) == (rmin, rmax)
+    check_qparams(obs.get_qparams(), rmin, rmax, QuantMode.SYMMERTIC, name)
+
+
+def test_histogram_observer_empty_and_asymmetric():
+    obs = mobs.HistogramObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8", bins=32,
+                                 upsample_rate=4)
+    assert obs.get_qparams().scale.item() == np.float32(1e-5)
+    with pytest.raises(ValueError):
+        obs._non_linear_param_search()
+    obs(torch.linspace(-1, 3, 100))
+    qp = obs.get_qparams()
+    assert qp.zero_point is not None and qp.scale.item() > 0
+
+
+def test_passive_observer():
+    obs = mobs.PassiveObserver("qint8")
+    assert obs.get_qparams() is None
+    qp = create_qparams(QuantMode.SYMMERTIC, "qint8", torch.tensor(0.25))
+    obs.set_qparams(qp)
+    got = obs.get_qparams()
+    assert got is not qp and got.scale.item() == 0.25 and got.dtype_meta is obs.dtype
+    assert obs.orig_scale == np.float32(0.25)
+    x = torch.randn(3)
+    assert obs(x) is x
+    obs.scale = torch.tensor(0.5)
+    assert obs.scale.item() == 0.5 and obs.orig_scale == np.float32(0.25)
+    with pytest.raises(AssertionError):
+        obs.scale = torch.tensor(-1.0)
+    with pytest.raises(AssertionError, match="dtype"):
+        obs.set_qparams(create_qparams(QuantMode.SYMMERTIC, "qint4", torch.tensor(0.25)))
+    with pytest.raises(AssertionError, match="scale"):
+        obs.set_qparams(create_qparams(QuantMode.SYMMERTIC, "qint8", None))
+    with pytest.raises(ValueError):
+        obs.set_qparams(create_qparams(QuantMode.SYMMERTIC, "qint8", torch.tensor(float("inf"))))
+    obs2 = mobs.PassiveObserver("quint8")
+    with pytest.raises(ValueError, match="zero_point"):
+        obs2.set_qparams(QParams(QuantMode.ASYMMERTIC, None, torch.tensor(0.1),
+                                 torch.tensor(300.0)))
+    obs2.set_qparams(QParams(QuantMode.ASYMMERTIC, None, torch.tensor(0.1), torch.tensor(3.0)))
+    assert obs2.get_qparams().dtype_meta is obs2.dtype
+
+
+def test_observer_bad_arguments():
+    with pytest.raises(ValueError, match="unknown dtype"):
+        mobs.MinMaxObserver(dtype="int8")
+    with pytest.raises(ValueError, match="mode"):
+        mobs.MinMaxObserver(mode="symmetric")
+    with pytest.warns(DeprecationWarning):
+        mobs.MinMaxObserver(narrow_range=True)
+    with pytest.raises(TypeError):
+        mobs.ExponentialMovingAverageObserver(bogus=3)

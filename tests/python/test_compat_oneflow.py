@@ -298,3 +298,129 @@ def test_defaults_and_repr():
     m = flow.nn.MinMaxObserver()
     assert m.per_layer_quantization is True
     assert "google" in repr(m)
+
+
+# ---- MovingAverageMinMaxObserver (SPEC §2.3, §10.4, seed 000) -----------------------------------
+class RefMovingAverage:
+    """OneFlow's moving_average_min_max_observer kernel restated (float32 ops)."""
+
+    def __init__(self, stop=1, formula="google", bit=8, scheme="symmetric", momentum=0.95):
+        self.stop, self.formula, self.bit, self.scheme = stop, formula, bit, scheme
+        self.m = torch.tensor(momentum, dtype=torch.float32)
+        self.one_m = torch.tensor(1.0) - self.m
+        self.moving_max = torch.zeros(())
+        self.moving_min = torch.zeros(())
+
+    def _avg(self, v, cur):
+        return cur if v.item() == 0 else v * self.m + cur * self.one_m
+
+    def __call__(self, x, step, training=True):
+        x = x.float()
+        if training and step <= self.stop:
+            if self.formula == "cambricon" or self.scheme == "symmetric":
+                a = torch.maximum(x.max().abs(), x.min().abs())
+                self.moving_max = self._avg(self.moving_max, a)
+                self.moving_min = self.moving_max
+            else:
+                self.moving_max = self._avg(self.moving_max, x.max())
+                self.moving_min = self._avg(self.moving_min, x.min())
+        b = self.bit
+        if self.formula == "cambricon":
+            return (torch.floor(torch.log2(self.moving_max)) - (b - 2)).reshape(1), torch.zeros(1)
+        if self.scheme == "symmetric":
+            return (self.moving_max / torch.tensor(float(2 ** (b - 1)) - 1)).reshape(1), \
+                torch.zeros(1)
+        scale = (self.moving_max - self.moving_min) / torch.tensor(float(2 ** b) - 1)
+        return scale.reshape(1), (-rhaz(self.moving_min / scale)).reshape(1)
+
+
+def test_seed_000_example_runs_as_written():
+    weight = (np.random.random((2, 3, 4, 5)) - 0.5).astype(np.float32)
+    input_tensor = flow.tensor(weight, dtype=flow.float32)
+    current_train_step_tensor = flow.tensor(np.zeros((1,)).astype(np.float32), dtype=flow.int64)
+    momentum = 0.95
+    quantization_bit = 8
+    quantization_scheme = "symmetric"
+    quantization_formula = "google"
+    moving_average_min_max_observer = flow.nn.MovingAverageMinMaxObserver(
+        stop_update_after_iters=1, quantization_formula=quantization_formula,
+        quantization_bit=quantization_bit, quantization_scheme=quantization_scheme,
+        momentum=momentum,
+    )
+    (scale, zero_point) = moving_average_min_max_observer(input_tensor, current_train_step_tensor)
+    rs, rz = RefMovingAverage()(torch.from_numpy(weight), 0)
+    same(scale, rs)
+    same(zero_point, rz)
+
+
+def test_spec_10_4_oneflow_row():
+    obs = flow.nn.MovingAverageMinMaxObserver()
+    batches = [torch.tensor([-1.0, 2.0]), torch.tensor([-0.5, 1.0]), torch.tensor([-3.0, 4.0])]
+    expect_max = [2.0, 1.9500000476837158, 1.9500000476837158]  # frozen at step 2
+    expect_s = [0.015748031, 0.015354331, 0.015354331]
+    for step, (x, mm, es) in enumerate(zip(batches, expect_max, expect_s)):
+        s, z = obs(x, torch.tensor([step]))
+        assert obs.moving_max.item() == mm and obs.moving_min.item() == mm
+        assert abs(s.item() - es) < 1e-9 and z.item() == 0
+
+
+@pytest.mark.parametrize("formula,scheme", CONFIGS[:3])
+@pytest.mark.parametrize("bit", [2, 5, 8])
+def test_moving_average_sequences_match_reference(formula, scheme, bit, gen):
+    for stop, momentum in [(1, 0.95), (4, 0.9), (2, 0.5)]:
+        obs = flow.nn.MovingAverageMinMaxObserver(stop, formula, bit, scheme, momentum)
+        r = RefMovingAverage(stop, formula, bit, scheme, momentum)
+        steps = [0, 1, 1, 2, 3, 4, 5, 3, 0]
+        training = [True, True, False, True, True, True, True, True, True]
+        for i, (step, tr) in enumerate(zip(steps, training)):
+            x = torch.randn(3, 4, generator=gen) * (i + 1)
+            if i == 3:
+                x = x.abs()  # ReLU-like: min > 0 (affine min re-initialised when 0)
+            if i == 4:
+                x = torch.relu(x)  # min exactly 0
+            obs.train(tr)
+            s, z = obs(x, torch.tensor([step], dtype=torch.int64))
+            rs, rz = r(x, step, tr)
+            same(s, rs)
+            same(z, rz)
+            same(obs.moving_max.reshape(()), r.moving_max)
+            same(obs.moving_min.reshape(()), r.moving_min)
+
+
+def test_moving_average_zero_reinitialises_and_affine_zero_point_rounds_half_away():
+    # A first all-zero batch leaves moving_max at 0; the next gated step copies the batch.
+    obs = flow.nn.MovingAverageMinMaxObserver(stop_update_after_iters=5)
+    s, _ = obs(torch.zeros(4), torch.tensor([0]))
+    assert s.item() == 0.0
+    obs(torch.tensor([-3.0, 1.0]), torch.tensor([1]))
+    assert obs.moving_max.item() == 3.0
+    # min/scale = -2.5 exactly: MovingAverage (RHAZ) gives 3, MinMaxObserver (RNE) gives 2.
+    x = torch.tensor([-0.15625, 15.78125])
+    s, z = flow.nn.MovingAverageMinMaxObserver(quantization_scheme="affine")(x, torch.tensor([0]))
+    assert s.item() == 0.0625 and z.item() == 3.0
+    s, z = flow.nn.MinMaxObserver(quantization_scheme="affine")(x)
+    assert s.item() == 0.0625 and z.item() == 2.0
+
+
+def test_moving_average_state_and_errors():
+    obs = flow.nn.MovingAverageMinMaxObserver()
+    obs.eval()
+    with pytest.raises(RuntimeError):
+        obs(torch.ones(3), torch.tensor([0]))  # nothing stored yet (OneFlow: scale 0)
+    obs.train()
+    obs(torch.tensor([1.0, -2.0]), torch.tensor([0]))
+    obs.reset_running_stats()
+    assert obs.moving_max.item() == 0.0
+    with pytest.raises(flow.nn.CheckFailedException, match="stop_update_after_iters"):
+        flow.nn.MovingAverageMinMaxObserver(stop_update_after_iters=0)
+    with pytest.raises(flow.nn.CheckFailedException, match="quantization_bit"):
+        flow.nn.MovingAverageMinMaxObserver(quantization_bit=9)
+    with pytest.raises(flow.nn.CheckFailedException, match="current_train_step"):
+        flow.nn.MovingAverageMinMaxObserver()(torch.ones(2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError):
+        flow.nn.MovingAverageMinMaxObserver()(torch.tensor([float("nan")]), torch.tensor([0]))
+    sd = flow.nn.MovingAverageMinMaxObserver()
+    sd(torch.tensor([1.0, -2.0]), torch.tensor([0]))
+    other = flow.nn.MovingAverageMinMaxObserver()
+    other.load_state_dict(sd.state_dict())
+    assert other.moving_max.item() == 2.0

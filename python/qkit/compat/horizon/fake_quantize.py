@@ -117,7 +117,7 @@ class FakeQuantize(FakeQuantizeBase):
             with torch.no_grad():
                 if self.scale.shape != scale.shape:
                     self.scale.resize_(scale.shape)
-                    self.zero_point.resize_(scale.shape)
+                    self.zero_point.resize_(scale.shape).zero_()
                 self.scale.copy_(scale)
         if bool(self.fake_quant_enabled[0]):
             axis = self.ch_axis if self.ch_axis >= 0 else None

@@ -345,7 +345,16 @@ class MovingAverageMinMaxObserver(torch.nn.Module):
                 f"element, got shape {tuple(step.shape)}")
         self.observer.train(self.training)
         self.observer(input.detach(), current_train_step=int(step.reshape(-1)[0]))
-        scale, zero_point = self.observer.calculate_qparams()
+        if self.quantization_formula == "cambricon":
+            # qkit.nn observers take the range as quant_min / quant_max and do not pass
+            # `bits`, which the cambricon restriction needs: choose from the state directly.
+            if self.observer.num_updates.numel() == 0 or int(self.observer.num_updates[0]) == 0:
+                raise RuntimeError("oneflow.nn.MovingAverageMinMaxObserver: no statistics "
+                                   "stored yet (OneFlow would take log2(0) of its zero buffer)")
+            scale, zero_point = ops.choose_qparams(self.observer.min_val, self.observer.max_val,
+                                                   **self._options)
+        else:
+            scale, zero_point = self.observer.calculate_qparams()
         return _to_oneflow_slots(self.quantization_formula, scale.to(torch.float32),
                                  zero_point.to(torch.float32), input.dtype)
 
