@@ -267,3 +267,42 @@ def test_observers_before_data_nan_and_march():
     fq.disable_observer()
     fq.set_qparams(0.5)
     assert torch.isnan(fq(torch.tensor([float("nan")]))).all()
+
+
+def test_with_args_chain_as_in_seed_002():
+    builder = hz.FakeQuantize.with_args(observer=hz.MinMaxObserver).with_args(dtype=hz.qint16)
+    a, b = builder(), builder()
+    assert id(a) != id(b) and a.quant_max == 32767
+    assert isinstance(a.activation_post_process, hz.MinMaxObserver)
+
+
+# ---- is_sync_quantize across two processes (gloo) ---------------------------------------------------
+def _sync_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    g = torch.Generator().manual_seed(11)
+    batches = [torch.randn(2, 8, generator=g) * (i + 1) for i in range(3)]
+    obs = hz.MovingAverageMinMaxObserver(averaging_constant=0.5, is_sync_quantize=True)
+    for b in batches:
+        obs(b[rank])
+    scale, _ = obs.calculate_qparams()
+    torch.save(scale, f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_is_sync_quantize_two_ranks(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    g = torch.Generator().manual_seed(11)
+    batches = [torch.randn(2, 8, generator=g) * (i + 1) for i in range(3)]
+    refs = [RefObserver(-128, 127, c=0.5) for _ in range(2)]
+    for b in batches:
+        for rank in range(2):
+            refs[rank](b[rank])
+    # Horizon all-reduces the per-rank running values: MIN of mins, MAX of maxes.
+    r = RefObserver(-128, 127)
+    r.min_val = torch.minimum(refs[0].min_val, refs[1].min_val)
+    r.max_val = torch.maximum(refs[0].max_val, refs[1].max_val)
+    for rank in range(2):
+        same(torch.load(tmp_path / f"{rank}.pt"), r.scale())

@@ -596,3 +596,60 @@ def test_observer_bad_arguments():
         mobs.MinMaxObserver(narrow_range=True)
     with pytest.raises(TypeError):
         mobs.ExponentialMovingAverageObserver(bogus=3)
+
+
+# ---- Sync observers across two processes (gloo) ----------------------------------------------------
+def _sync_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    g = torch.Generator().manual_seed(7)
+    batches = [torch.randn(2, 8, generator=g) * (i + 1) for i in range(3)]
+    mm = mobs.SyncMinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    ema = mobs.SyncExponentialMovingAverageObserver()
+    for b in batches:
+        mm(b[rank])  # each rank sees its shard (one row)
+        ema(b[rank])
+    torch.save({"mm": (mm.min_val, mm.max_val, mm.get_qparams().scale),
+                "ema": (ema.min_val, ema.max_val, ema.get_qparams().scale)},
+               f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sync_observers_two_ranks_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    g = torch.Generator().manual_seed(7)
+    batches = [torch.randn(2, 8, generator=g) * (i + 1) for i in range(3)]
+    mm = mobs.MinMaxObserver(mode=QuantMode.ASYMMERTIC, dtype="quint8")
+    ema = mobs.ExponentialMovingAverageObserver()
+    for b in batches:  # one process seeing the whole batch
+        mm(b)
+        ema(b)
+    expect = {"mm": (mm.min_val, mm.max_val, mm.get_qparams().scale),
+              "ema": (ema.min_val, ema.max_val, ema.get_qparams().scale)}
+    for rank in range(2):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        for key in expect:
+            for a, b in zip(got[key], expect[key]):
+                same(a, b)
+
+
+def test_ema_and_histogram_degenerate_inputs():
+    ema = mobs.ExponentialMovingAverageObserver()
+    ema(torch.zeros(4))
+    check_qparams(ema.get_qparams(), 0.0, 0.0, QuantMode.SYMMERTIC, "qint8")  # scale eps
+    ema(torch.tensor([float("nan"), 2.0, -1.0]))  # NaN skipped (MegEngine: NaN for good)
+    r = RefEMA()
+    r(torch.zeros(4))
+    r(torch.tensor([2.0, -1.0]))
+    same(ema.max_val, r.max_val)
+    same(ema.min_val, r.min_val)
+    # Constant stream: MegEngine's first call stores [c, c] (its second call would divide by
+    # zero and raise); qkit keeps accepting it and searches on [c, c].
+    hist = mobs.HistogramObserver(bins=32, upsample_rate=4)
+    hist(torch.full((10,), 1.5))
+    check_qparams(hist.get_qparams(), 1.5, 1.5, QuantMode.SYMMERTIC, "qint8")
+    hist(torch.full((10,), 1.5))
+    check_qparams(hist.get_qparams(), 1.5, 1.5, QuantMode.SYMMERTIC, "qint8")
+    assert hist.histogram.sum().item() == 20
