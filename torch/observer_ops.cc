@@ -651,7 +651,21 @@ StatsTuple RangeStatsUnflattenOp(const at::Tensor& floats, const at::Tensor& cou
   });
 }
 
+// MovingAverageObserver::GateOpen for the given gate (other kinds: always open).
+bool GateOpenOp(bool training, int64_t current_train_step, QKIT_OBS_PARAMS) {
+  const char* op = "qkit.observer_gate_open";
+  const ObsArgs a = QKIT_OBS_ARGS;
+  if (a.Kind(op) != ObsKind::kMovingAverage) return true;
+  const auto o = a.MovingAverage(op);
+  return Translate([&] {
+    return MovingAverageObserver(o).GateOpen(UpdateGate{training, current_train_step});
+  });
+}
+
 }  // namespace
+
+// No tensor argument: a catch-all kernel.
+TORCH_LIBRARY_IMPL(qkit, CatchAll, m) { m.impl("observer_gate_open", GateOpenOp); }
 
 TORCH_LIBRARY_IMPL(qkit, CompositeExplicitAutograd, m) {
   m.impl("observer_observe", ObserveOp);

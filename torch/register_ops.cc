@@ -155,6 +155,8 @@ TORCH_LIBRARY(qkit, m) {
   m.def(("observer_set_qparams(Tensor[] state, Tensor scale, Tensor? zero_point=None, *, "
          "bool scale_only=False, " + kObs + ") -> Tensor[]").c_str());
   m.def(("observer_merge(Tensor[] a, Tensor[] b, *, " + kObs + ") -> Tensor[]").c_str());
+  m.def(("observer_gate_open(*, bool training=True, int current_train_step=0, " + kObs +
+         ") -> bool").c_str());
   m.def("observer_merge_counts(Tensor a, Tensor b, *, str kind) -> Tensor");
   m.def(
       "range_stats_merge(Tensor a_min, Tensor a_max, Tensor a_observed, Tensor a_nonfinite, "

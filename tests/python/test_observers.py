@@ -121,7 +121,14 @@ def test_oneflow_variant_and_step_gate(symmetric, gen):
         _same(q.max_val, r.moving_max)
         _same(q.min_val, r.moving_min)
     assert q.num_updates.tolist() == [4]  # steps 0..3
+    assert q.gate_open(3) and not q.gate_open(4)
+    before = _state(q)
+    x = torch.randn(10, generator=gen) * 100
+    q.commit(q.batch_range(x), current_train_step=4)  # the protocol applies the same gate
+    for k, v in q.state_dict().items():
+        _same(v, before[k])
     q.eval()  # OneFlow observes only in training mode
+    assert not q.gate_open(0)
     before = _state(q)
     q(torch.randn(10, generator=gen) * 100, current_train_step=0)
     for k, v in q.state_dict().items():
@@ -264,11 +271,13 @@ def _make(kind):
         "calibrator": lambda: HistogramCalibrator(num_bins=128),
         "calibrator_numpy": lambda: HistogramCalibrator(num_bins=128, torch_hist=False),
         "calibrator_pc": lambda: HistogramCalibrator(num_bins=64, axis=1),
+        "max_calibrator_pc": lambda: qkit.nn.MaxCalibrator(axis=1),
     }[kind]()
 
 
 KINDS = ["minmax", "minmax_pc", "ma_torch", "ma_oneflow", "ma_megengine", "ma_distiller_pc",
-         "histogram", "histogram_pc", "calibrator", "calibrator_numpy", "calibrator_pc"]
+         "histogram", "histogram_pc", "calibrator", "calibrator_numpy", "calibrator_pc",
+         "max_calibrator_pc"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

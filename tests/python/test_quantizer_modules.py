@@ -84,6 +84,8 @@ def test_fake_quantize_toggles_set_qparams_and_state_dict(gen):
                                    torch.tensor([1, 2, 3]), quant_min=0, quant_max=255, axis=0))
     q.disable_fake_quant()
     assert torch.equal(q(x), x)
+    q.enable_observer()
+    assert q(torch.empty(0, 10)).shape == (0, 10)  # an empty batch observes nothing
 
 
 def test_fake_quantize_with_oneflow_step_gate(gen):

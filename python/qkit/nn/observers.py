@@ -358,6 +358,12 @@ class MovingAverageMinMaxObserver(ObserverBase):
         return dict(training=bool(self.training) or not self.gate_on_training,
                     current_train_step=int(current_train_step or 0))
 
+    def gate_open(self, current_train_step: Optional[Union[int, Tensor]] = None) -> bool:
+        """Whether an update would happen now (the core's GateOpen: training gate and step
+        gate); forward / commit with a closed gate change nothing."""
+        step = None if current_train_step is None else int(current_train_step)
+        return bool(_ops.observer_gate_open(**self._gate(step), **self._kw))
+
     def forward(self, x: Tensor, current_train_step: Optional[Union[int, Tensor]] = None
                 ) -> Tensor:
         if x.numel() == 0:
