@@ -4,6 +4,7 @@ reference_observers.py (OneFlow, MegEngine, Distiller, NVIDIA rules from SPEC.md
 sequences, the distributed protocol (commit(batch_range, batch_counts) == forward; merged
 shards == the concatenation), state_dict round trips and refusals, bad input."""
 import copy
+from typing import List
 import math
 
 import numpy as np
@@ -404,6 +405,10 @@ def test_bad_input_errors_and_state_unchanged(gen):
         MovingAverageMinMaxObserver(momentum=1.5)
     with pytest.raises(ValueError, match="bins"):
         HistogramObserver(bins=0)
+    with pytest.raises(ValueError, match="qscheme"):
+        MinMaxObserver(qscheme=torch.per_channel_affine_float_qparams)
+    with pytest.raises(ValueError, match="ch_axis"):
+        MinMaxObserver(ch_axis=1)  # per-tensor scheme
     with pytest.raises(RuntimeError):
         MinMaxObserver().calculate_qparams()  # no data yet
     x = torch.tensor([1.0, math.nan, -2.0, math.inf])
@@ -452,3 +457,16 @@ def test_observers_in_a_ptq_qconfig(gen):
     assert isinstance(converted[1], torch.ao.nn.quantized.Conv2d)
     x = torch.randn(2, 3, 8, 8, generator=gen)
     assert (converted(x) - model(x)).abs().max().item() < 0.1
+
+
+def test_observer_ops_from_torchscript(gen):
+    @torch.jit.script
+    def observe(x: torch.Tensor, state: List[torch.Tensor]) -> List[torch.Tensor]:
+        return torch.ops.qkit.observer_observe(x, state, kind="minmax")
+
+    q = MinMaxObserver()
+    x = torch.randn(50, generator=gen)
+    new = observe(x, q._state())
+    q(x)
+    for t, name in zip(new, ["min_val", "max_val", "num_batches", "num_nonfinite"]):
+        _same(t, getattr(q, name))

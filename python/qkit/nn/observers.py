@@ -118,11 +118,11 @@ class ObserverBase(_TorchObserverBase):
         self.has_customized_qrange = quant_min is not None
         self.qscheme = qscheme
         self.reduce_range = reduce_range
+        if qscheme not in _PER_CHANNEL + (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise ValueError(f"qkit.nn.{name}: unsupported `qscheme`={qscheme} (per_tensor_"
+                             "affine / _symmetric, per_channel_affine / _symmetric)")
         if qscheme in _PER_CHANNEL:
             ch_axis = 0 if ch_axis is None else int(ch_axis)
-        elif ch_axis is not None and qscheme not in (torch.per_tensor_affine,
-                                                     torch.per_tensor_symmetric):
-            raise ValueError(f"qkit.nn.{name}: unsupported `qscheme`={qscheme}")
         elif ch_axis is not None:
             raise ValueError(f"qkit.nn.{name}: `ch_axis`={ch_axis} needs a per-channel "
                              f"qscheme, got {qscheme}")
