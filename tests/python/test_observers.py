@@ -228,9 +228,11 @@ def test_histogram_calibrator_matches_nvidia_reference(gen):
     for pct in (99.0, 99.99):
         torch.testing.assert_close(q.compute_amax("percentile", percentile=pct),
                                    r.percentile_amax(pct).reshape(1), rtol=2.4e-7, atol=0)
-    for method in ("entropy", "mse"):
-        amax = q.compute_amax(method)
-        assert amax.shape == (1,) and 0 < amax.item() <= r.edges[-1].item()
+    hist, edges = q.hist.numpy(), q.edges.numpy()
+    assert q.compute_amax("entropy").item() == ref.nvidia_entropy_amax(hist, edges)
+    assert q.compute_amax("entropy", stride=3, start_bin=64).item() == \
+        ref.nvidia_entropy_amax(hist, edges, stride=3, start_bin=64)
+    assert q.compute_amax("mse").item() == ref.nvidia_mse_amax(hist, edges)
     assert HistogramCalibrator().compute_amax("entropy") is None  # nothing collected
 
 
