@@ -169,6 +169,11 @@ def test_distiller_variant(decay, gen):
         _same(q.biased_max, r.biased_max)
         _same(q.min_val, r.min_val)
         _same(q.max_val, r.max_val)
+    q.eval()  # Distiller updates its EMA only in training mode
+    before = _state(q)
+    q(torch.randn(10, generator=gen) * 50)
+    for k, v in q.state_dict().items():
+        _same(v, before[k])
 
 
 # ---- histograms -----------------------------------------------------------------------------------

@@ -60,6 +60,18 @@ def test_fused_path_equals_observe_then_quantize(observer, gen):
             _same(q.activation_post_process.state_dict()[k], v)
 
 
+def test_fake_quantize_with_a_torch_observer(gen):
+    q = qkit.nn.FakeQuantize(observer=tq.MinMaxObserver, quant_min=0, quant_max=255,
+                             dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    o = tq.MinMaxObserver(quant_min=0, quant_max=255, dtype=torch.quint8)
+    x = torch.randn(100, generator=gen)
+    y = q(x)
+    o(x)
+    s, z = o.calculate_qparams()
+    _same(q.scale, s)
+    _same(y, qkit.fake_quantize(x, s, z, quant_min=0, quant_max=255))
+
+
 def test_fake_quantize_toggles_set_qparams_and_state_dict(gen):
     q = qkit.nn.FakeQuantize(observer=qkit.nn.MovingAverageMinMaxObserver.with_args(
         averaging_constant=0.5), qscheme=torch.per_channel_affine, dtype=torch.quint8,
