@@ -477,3 +477,32 @@ def test_observer_ops_from_torchscript(gen):
     q(x)
     for t, name in zip(new, ["min_val", "max_val", "num_batches", "num_nonfinite"]):
         _same(t, getattr(q, name))
+
+
+def test_per_group_minmax(gen):
+    # per group along axis 1, groups of 2 consecutive elements, one slot per (row, group)
+    q = MinMaxObserver(ch_axis=1, group_size=2, qscheme=torch.per_channel_affine)
+    xs = [torch.randn(4, 6, generator=gen) for _ in range(2)]
+    for x in xs:
+        q(x)
+    both = torch.stack(xs).reshape(2, 4, 3, 2)
+    _same(q.min_val, both.amin(dim=(0, 3)).reshape(-1))
+    _same(q.max_val, both.amax(dim=(0, 3)).reshape(-1))
+    assert q.calculate_qparams()[0].shape == (12,)
+
+
+def test_failed_commit_leaves_histogram_state_unchanged(gen):
+    h = HistogramObserver(bins=32)
+    h(torch.randn(100, generator=gen))
+    before = _state(h)
+    x = torch.randn(100, generator=gen) * 4
+    r = h.batch_range(x)
+    counts = h.batch_counts(x, r)
+    with pytest.raises(ValueError):
+        h.commit(r, counts[:-1])  # wrong number of counts
+    with pytest.raises(ValueError):
+        h.commit(r)  # a histogram needs counts
+    for k, v in h.state_dict().items():
+        _same(v, before[k])
+    h.commit(r, counts)
+    assert int(h.histogram.sum()) == 200
