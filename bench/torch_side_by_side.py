@@ -7,7 +7,8 @@ Rows: the fused observer + fake quant (qkit.nn.FakeQuantize's fused path against
 torch.fused_moving_avg_obs_fake_quant), forward and forward+backward; HistogramObserver forward
 (qkit.nn.HistogramObserver, 2048 bins, against torch.ao.quantization.HistogramObserver; both
 re-observe batches inside their range); fake quant per tensor and per channel, forward and
-forward+backward, and the learnable (LSQ+) fake quant forward+backward; each at every size and thread count
+forward+backward, and the learnable (LSQ+) fake quant forward+backward; each at every size and
+thread count
 (torch.set_num_threads, which qkit's ops follow). Both sides compute the same numbers:
 qkit runs with PyTorch's options (x * f32(1/s), round half to even, NaN -> quant_min; the
 learnable op with ``fused`` set to match torch's kernel build). Times are medians of --reps

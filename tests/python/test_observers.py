@@ -7,7 +7,6 @@ import copy
 from typing import List
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.ao.quantization as tq
@@ -38,7 +37,7 @@ def _same_state(a, b):
         _same(sa[k], sb[k])
 
 
-# ---- against PyTorch's own observers ---------------------------------------------------------------
+# ---- against PyTorch's own observers -------------------------------------------------------------
 
 TORCH_SCHEMES = [(torch.quint8, torch.per_tensor_affine), (torch.qint8, torch.per_tensor_symmetric),
                  (torch.quint8, torch.per_tensor_symmetric)]
@@ -109,7 +108,7 @@ def test_per_channel_moving_average_matches_torch(gen):
     _same(q.calculate_qparams()[0], t.calculate_qparams()[0])
 
 
-# ---- the other systems' update rules (plain references from SPEC.md) ------------------------------
+# ---- the other systems' update rules (plain references from SPEC.md) -----------------------------
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_oneflow_variant_and_step_gate(symmetric, gen):
@@ -176,7 +175,7 @@ def test_distiller_variant(decay, gen):
         _same(v, before[k])
 
 
-# ---- histograms -----------------------------------------------------------------------------------
+# ---- histograms ----------------------------------------------------------------------------------
 
 def test_histogram_observer_counts_and_range(gen):
     bins = 256
@@ -261,7 +260,7 @@ def test_passive_observer(gen):
     _same(p.scale, torch.tensor([0.5]))
 
 
-# ---- distributed protocol -------------------------------------------------------------------------
+# ---- distributed protocol ------------------------------------------------------------------------
 
 def _make(kind):
     return {
@@ -390,7 +389,7 @@ def test_state_dict_refusals(gen):
         _same(v, before[k])
 
 
-# ---- bad input --------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 
 def test_bad_input_errors_and_state_unchanged(gen):
     q = MinMaxObserver(ch_axis=1, qscheme=torch.per_channel_affine)
@@ -448,7 +447,7 @@ def test_float64_half_and_strided_inputs(gen):
     _same(h.max_val, x.half().max().float().reshape(1))
 
 
-# ---- in PyTorch's flows -----------------------------------------------------------------------------
+# ---- in PyTorch's flows --------------------------------------------------------------------------
 
 def test_observers_in_a_ptq_qconfig(gen):
     model = torch.nn.Sequential(tq.QuantStub(), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),

@@ -9,7 +9,7 @@ The observer is any qkit.nn observer (default :class:`MovingAverageMinMaxObserve
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from .. import ops

@@ -416,7 +416,8 @@ class HistogramCalibrator(ObserverBase):
     start_bin=128, percentile=99.99)`` -> float32[slots] (NaN for a slot that collected
     nothing) or None when nothing was collected. ``axis``: per-channel along that axis.
     Buffers: ``hist`` / ``edges`` (all slots concatenated) with ``hist_len`` / ``edges_len``,
-    ``edges_f64``, ``hist_num_bins`` (bins of the last histc), ``num_nonfinite``, ``num_dropped``."""
+    ``edges_f64``, ``hist_num_bins`` (bins of the last histc), ``num_nonfinite``,
+    ``num_dropped``."""
     _kind = "histogram_calibrator"
     needs_counts = True
     _state_spec = (("hist", _I64, 1), ("hist_len", _I64, 1), ("edges", _F64, 1),
