@@ -505,3 +505,16 @@ def test_failed_commit_leaves_histogram_state_unchanged(gen):
         _same(v, before[k])
     h.commit(r, counts)
     assert int(h.histogram.sum()) == 200
+
+
+def test_passive_state_dict_round_trip_and_refusal():
+    p = PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0)
+    p.set_qparams([0.5, 0.25, 2.0])
+    fresh = PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0)
+    fresh.load_state_dict(p.state_dict())
+    _same_state(p, fresh)
+    _same(fresh.calculate_qparams()[0], torch.tensor([0.5, 0.25, 2.0]))
+    bad = copy.copy(p.state_dict())
+    bad["scale"] = torch.tensor([0.5, -1.0, 2.0])
+    with pytest.raises(RuntimeError, match="invalid state"):
+        PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0).load_state_dict(bad)

@@ -199,3 +199,22 @@ def test_tensor_quantizer_learned_amax(gen):
     opt = torch.optim.SGD(tqz.parameters(), lr=0.01)
     opt.step()
     assert tqz.amax.item() != 2.0
+
+
+def test_tensor_quantizer_state_dicts(gen):
+    learned = qkit.nn.TensorQuantizer(amax=[1.0, 2.0], axis=0, learn_amax=True)
+    fresh = qkit.nn.TensorQuantizer(amax=[3.0, 3.0], axis=0, learn_amax=True)
+    fresh.load_state_dict(learned.state_dict())
+    _same(fresh.amax.detach(), torch.tensor([1.0, 2.0]))
+    h = qkit.nn.TensorQuantizer(calib_method="histogram", num_bins=128, if_calib=True,
+                                if_quant=False)
+    h(torch.randn(500, generator=gen))
+    h2 = qkit.nn.TensorQuantizer(calib_method="histogram", num_bins=128)
+    h2.load_state_dict(h.state_dict())  # the calibrator's histogram travels with it
+    _same(h2.calibrator.hist, h.calibrator.hist)
+    h.load_calib_amax("entropy")
+    h2.load_calib_amax("entropy")
+    _same(h2.amax, h.amax)
+    with pytest.raises(RuntimeError, match="expected one value per slot"):
+        qkit.nn.TensorQuantizer().load_state_dict(
+            qkit.nn.TensorQuantizer(amax=[1.0, 2.0], axis=0).state_dict())
