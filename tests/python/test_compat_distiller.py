@@ -282,3 +282,86 @@ def test_wrapper_and_repr():
     assert "mode=SYMMETRIC, num_bits=8, ema_decay=0.9990" in repr(w)
     w.eval()
     assert w(torch.randn(5)).abs().sum().item() == 0.0
+
+
+# ---- EMA (SPEC §5.2, §10.4) ------------------------------------------------------------------
+def ref_update_ema(biased_ema, value, decay, step):
+    """Distiller's update_ema on its own tensor types (float32; decay 0-d, step (1,))."""
+    biased_ema = biased_ema * decay + (1 - decay) * value
+    unbiased_ema = biased_ema / (1 - decay ** step)
+    return biased_ema, unbiased_ema
+
+
+def test_update_ema_matches_reference(gen):
+    decay = torch.tensor(0.999)
+    biased = torch.zeros(1)
+    for step in range(1, 30):
+        v = torch.randn(1, generator=gen) * 3
+        b, u = q_utils.update_ema(biased, v, decay, torch.tensor([float(step)]))
+        rb, ru = ref_update_ema(biased, v, decay, torch.tensor([float(step)]))
+        same(b, rb)
+        assert abs(u.item() - ru.item()) <= abs(ru.item()) * 2 ** -23   # powf vs torch.pow
+        biased = rb
+    # element-wise on vectors, decay as a float
+    b = torch.randn(5, generator=gen)
+    v = torch.randn(5, generator=gen)
+    rb, ru = ref_update_ema(b, v, torch.tensor(0.9), torch.tensor([3.0]))
+    gb, gu = q_utils.update_ema(b, v, 0.9, 3)
+    same(gb, rb)
+    assert torch.allclose(gu, ru, rtol=2 ** -22, atol=0)
+
+
+def test_fake_linear_quantization_training_spec_10_4():
+    fq = FakeLinearQuantization(8, LinearQuantMode.SYMMETRIC, 0.999).train()
+    expect = [((-1.0, 2.0), 63.75), ((-0.74987990, 1.4997598), 85.013611),
+              ((-1.5006579, 2.3339860), 54.627575)]
+    for (lo, hi), ((tmin, tmax), scale) in zip([(-1, 2), (-0.5, 1), (-3, 4)], expect):
+        x = torch.tensor([lo, 0.3, hi])
+        y = fq(x)
+        assert fq.tracked_min.item() == pytest.approx(tmin, abs=2e-7)
+        assert fq.tracked_max.item() == pytest.approx(tmax, abs=2e-7)
+        assert fq.scale.item() == pytest.approx(scale, rel=1e-7)
+        out, _, s, _ = ref_fake_linear(x, LinearQuantMode.SYMMETRIC, 8, fq.tracked_min.item(),
+                                       fq.tracked_max.item())
+        same(fq.scale, s)
+        same(y, out)
+    assert fq.iter_count.item() == 3
+
+
+@pytest.mark.parametrize("mode", list(LinearQuantMode))
+def test_fake_linear_quantization_training_matches_reference(gen, mode):
+    fq = FakeLinearQuantization(8, mode, 0.9).train()
+    decay = torch.tensor(0.9)
+    bmin, bmax, count = torch.zeros(1), torch.zeros(1), torch.zeros(1)
+    for _ in range(5):
+        x = torch.randn(64, generator=gen) * 2 + 0.5
+        count = count + 1
+        bmin, umin = ref_update_ema(bmin, x.min(), decay, count)
+        bmax, umax = ref_update_ema(bmax, x.max(), decay, count)
+        y = fq(x)
+        same(fq.tracked_min_biased, bmin)
+        same(fq.tracked_max_biased, bmax)
+        assert torch.allclose(fq.tracked_min, umin, rtol=2 ** -22, atol=0)
+        assert torch.allclose(fq.tracked_max, umax, rtol=2 ** -22, atol=0)
+        out, _, s, z = ref_fake_linear(x, mode, 8, fq.tracked_min.item(), fq.tracked_max.item())
+        same(fq.scale, s)
+        same(fq.zero_point, z)
+        same(y, out)
+    # eval keeps the parameters
+    before = fq.state_dict()
+    fq.eval()
+    fq(torch.randn(8, generator=gen) * 100)
+    for k, v in fq.state_dict().items():
+        same(v, before[k])
+
+
+def test_fake_linear_quantization_rejects_nan_batch():
+    fq = FakeLinearQuantization().train()
+    fq(torch.tensor([-1.0, 2.0]))
+    before = {k: v.clone() for k, v in fq.state_dict().items()}
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fq(torch.tensor([0.0, math.nan]))
+    for k, v in fq.state_dict().items():
+        same(v, before[k])
+    with pytest.raises(ValueError):
+        FakeLinearQuantization(ema_decay=1.0)

@@ -13,6 +13,11 @@ describe. qkit reproduces it (fake-quant range ``[-2^(b-1), 2^(b-1)]``).
 
 Where qkit differs (docs/compat.md):
 
+* Scale rounding: Distiller writes ``n / sat``, which torch evaluates as
+  ``reciprocal(sat) * n`` (two roundings); the core divides once, so about a quarter of the
+  scales differ from Distiller's by one float32 ulp. A core option for the reciprocal form is
+  missing (the core's PACT op already uses it).
+
 * A NaN or infinite saturation value / range raises ``ValueError`` (Distiller returns NaN or a
   zero multiplier that later divides 0 by 0); so does a denormal one whose multiplier
   overflows.

@@ -22,6 +22,7 @@ from typing import Any, Tuple
 import torch
 from torch import Tensor, nn
 
+from ...nn.observers import MovingAverageMinMaxObserver
 from .q_utils import (LinearQuantizeSTE, asymmetric_linear_quantization_params,
                       get_tensor_min_max, symmetric_linear_quantization_params)
 
@@ -54,24 +55,13 @@ def clamp(input, min, max, inplace=False):  # noqa: A002
     return torch.clamp(input, min, max)
 
 
-def _observer_class():
-    try:
-        from ...nn import observers
-    except ImportError as e:   # the observer modules are not part of this build yet
-        raise NotImplementedError(
-            "Distiller's EMA needs qkit.nn's MovingAverageMinMaxObserver (variant 'distiller'), "
-            "which this build of qkit does not have") from e
-    return observers.MovingAverageMinMaxObserver
-
-
 def _ema_observer(decay: float, per_channel: bool):
-    cls = _observer_class()
     kw = dict(variant="distiller", momentum=float(decay), nonfinite="propagate")
     if per_channel:
         kw.update(qscheme=torch.per_channel_affine, ch_axis=0)
     else:
         kw.update(qscheme=torch.per_tensor_affine)
-    return cls(**kw)
+    return MovingAverageMinMaxObserver(**kw)
 
 
 def _distiller_ema_step(biased_ema: Any, value: Any, decay: Any, step: Any
@@ -131,10 +121,7 @@ class FakeLinearQuantization(nn.Module):
         self.register_buffer('scale', torch.ones(1))
         self.register_buffer('zero_point', torch.zeros(1))
         # Checks the decay now (the core rejects decay 1: the correction would divide by 0).
-        try:
-            _ema_observer(float(ema_decay), per_channel=False)
-        except NotImplementedError:
-            pass   # no observer module in this build: training mode raises, eval works
+        _ema_observer(float(ema_decay), per_channel=False)
 
     def _update_ema(self, input: Tensor) -> None:
         obs = _ema_observer(float(self.ema_decay), per_channel=False)

@@ -7,6 +7,9 @@ entropy / mse / percentile searches) is the core's. Differences from upstream:
 * NaN and ±Inf elements are skipped (and counted) instead of breaking the histogram.
 * ``compute_amax("mse")`` runs on the CPU (upstream hard-codes ``.cuda()``); it evaluates the CUDA
   kernel's arithmetic (narrow range), so it gives upstream's amax without a GPU.
+* On the torch path the edges are ATen's scalar ``linspace`` / ``arange`` formulas; torch's
+  vectorised CPU loops can round an interior edge differently in the last bit, so an amax can
+  be one float32 ulp from upstream's (same bin; docs/calibration.md §4).
 * ``compute_amax("entropy")`` never writes ``bins[0] = bins[1]`` into the stored histogram (the
   numpy path upstream does, through a view), so calling it twice gives the same answer.
 """
@@ -14,16 +17,12 @@ import logging
 
 import torch
 
+from ....nn.observers import HistogramCalibrator as _CoreHistogramCalibrator
 from .calibrator import _Calibrator
 
 __all__ = ["HistogramCalibrator"]
 
 _METHODS = ("entropy", "mse", "percentile")
-
-
-def _core_class():
-    from ....nn import observers  # noqa: F401  (raises ImportError while pending)
-    return observers.HistogramCalibrator
 
 
 class HistogramCalibrator(_Calibrator):
@@ -48,14 +47,9 @@ class HistogramCalibrator(_Calibrator):
         if axis is not None:
             raise NotImplementedError(
                 "Calibrator histogram collection only supports per tensor scaling")
-        try:
-            core = _core_class()
-        except ImportError as e:   # the observer modules are not part of this build yet
-            raise NotImplementedError(
-                "HistogramCalibrator needs qkit.nn's HistogramCalibrator observer module, "
-                "which this build of qkit does not have") from e
-        self._core = core(num_bins=num_bins, unsigned=unsigned, num_bits=num_bits,
-                          skip_zeros=skip_zeros, torch_hist=torch_hist)
+        self._core = _CoreHistogramCalibrator(num_bins=num_bins, unsigned=unsigned,
+                                              num_bits=num_bits, skip_zeros=skip_zeros,
+                                              torch_hist=torch_hist)
 
     def collect(self, x):
         """Collect the histogram of ``|x|`` (growing it when ``x`` exceeds its range)."""
@@ -78,8 +72,9 @@ class HistogramCalibrator(_Calibrator):
             raise TypeError("Unknown calibration method {}".format(method))
         if method == "percentile" and not 0 <= percentile <= 100:
             raise ValueError("Invalid percentile. Must be in range 0 <= percentile <= 100.")
-        return self._core.compute_amax(method, stride=stride, start_bin=start_bin,
+        amax = self._core.compute_amax(method, stride=stride, start_bin=start_bin,
                                        percentile=percentile)
+        return None if amax is None else amax.reshape(())
 
     # pylint:disable=missing-docstring
     def __str__(self):
