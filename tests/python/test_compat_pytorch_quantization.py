@@ -430,13 +430,28 @@ def test_tensor_quantizer_errors():
 
 
 # ---- HistogramCalibrator (SPEC §4.6, torch path and numpy path) ------------------------------
-def ref_hist_collect(state, x, num_bins, torch_hist=True):
-    """Upstream's collect, run with torch.histc / numpy (the references of SPEC §4.6)."""
+def ref_histc(x, bins, min, max):  # noqa: A002
+    """Current PyTorch's CPU torch.histc as SPEC §4.6 states it (float32: x - lo, times nbins,
+    divided by hi - lo, truncated; x == hi in the last bin; outside and NaN ignored)."""
+    lo = torch.as_tensor(min, dtype=torch.float32)
+    hi = torch.as_tensor(max, dtype=torch.float32)
+    if lo == hi and x.numel() > 0:
+        lo, hi = x.min(), x.max()
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    x = x[(x >= lo) & (x <= hi)]
+    pos = torch.trunc(((x - lo) * torch.tensor(float(bins))) / (hi - lo)).long()
+    pos[pos == bins] = bins - 1
+    return torch.bincount(pos, minlength=bins).float()
+
+
+def ref_hist_collect(state, x, num_bins, torch_hist=True, histc=ref_histc):
+    """Upstream's collect (SPEC §4.6) with the given torch.histc, or numpy."""
     x = x.detach().abs().float()
     if torch_hist:
         x_max = x.max()
         if state.get("hist") is None:
-            state["hist"] = torch.histc(x, bins=num_bins, min=0, max=x_max)
+            state["hist"] = histc(x, bins=num_bins, min=0, max=x_max)
             state["edges"] = torch.linspace(0, x_max, num_bins + 1)
             state["bins"] = num_bins
         else:
@@ -445,7 +460,7 @@ def ref_hist_collect(state, x, num_bins, torch_hist=True):
                 width = edges[1] - edges[0]
                 state["bins"] = int((x_max / width).ceil().item())
                 state["edges"] = torch.arange(0, x_max + width, width)
-            hist = torch.histc(x, bins=state["bins"], min=0, max=state["edges"][-1])
+            hist = histc(x, bins=state["bins"], min=0, max=state["edges"][-1])
             hist[:state["hist"].numel()] += state["hist"]
             state["hist"] = hist
         return state
@@ -560,6 +575,42 @@ def test_histogram_calibrator_matches_reference(gen, torch_hist, unsigned):
     assert mse[k - 32] <= mse.min() * (1 + 1e-6)     # float32 sums: ties within an ulp
     c.reset()
     assert c.compute_amax("percentile") is None
+
+
+def test_histogram_calibrator_torch_113_binning_matches_local_torch(gen):
+    """torch_binning="histc_divide_first" is Debian's torch 1.13 torch.histc: run upstream's
+    collect with the real torch.histc as the oracle."""
+    c = calib.HistogramCalibrator(8, None, False, num_bins=512,
+                                  torch_binning="histc_divide_first")
+    state = {}
+    for s in (1.0, 3.0, 2.0):
+        x = torch.randn(20000, generator=gen) * s
+        c.collect(x)
+        ref_hist_collect(state, x, 512, histc=torch.histc)
+    for p in (50.0, 99.0, 99.9, 99.99):
+        same_edge(c.compute_amax("percentile", percentile=p), ref_percentile(state, p),
+                  exact=False)
+    same_edge(c.compute_amax("entropy"), ref_entropy(state, 8, False), exact=False)
+
+
+def test_histogram_calibrator_degenerate_inputs():
+    # all zeros: every edge is 0, so every method gives amax 0 (as upstream's first batch)
+    c = calib.HistogramCalibrator(8, None, False, num_bins=64)
+    c.collect(torch.zeros(10))
+    state = ref_hist_collect({}, torch.zeros(10), 64)
+    for method, kw in (("percentile", {}), ("entropy", dict(start_bin=8))):
+        same(c.compute_amax(method, **kw), torch.tensor(0.0))
+    assert state["edges"].abs().max() == 0
+    # NaN / Inf are skipped (upstream's histogram would break on them)
+    a = calib.HistogramCalibrator(8, None, False, num_bins=64)
+    b = calib.HistogramCalibrator(8, None, False, num_bins=64)
+    a.collect(torch.tensor([0.5, math.nan, -2.0, math.inf, 1.0]))
+    b.collect(torch.tensor([0.5, -2.0, 1.0]))
+    for p in (10.0, 50.0, 100.0):
+        same(a.compute_amax("percentile", percentile=p), b.compute_amax("percentile",
+                                                                         percentile=p))
+    with pytest.raises(RuntimeError):
+        a.collect(torch.empty(0))
 
 
 def test_histogram_calibrator_upstream_expectations(gen):

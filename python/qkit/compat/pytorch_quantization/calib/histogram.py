@@ -34,10 +34,12 @@ class HistogramCalibrator(_Calibrator):
         grow_method: deprecated, ignored.
         skip_zeros: bool, leave exact zeros out of the histogram.
         torch_hist: bool, torch.histc binning (True, the 2.2 default) or numpy's.
+        torch_binning: (qkit keyword) which torch.histc: "histc" (current PyTorch, multiply then
+            divide; SPEC §4.6) or "histc_divide_first" (PyTorch <= 1.13, e.g. Debian's).
     """
 
     def __init__(self, num_bits, axis, unsigned, num_bins=2048, grow_method=None,
-                 skip_zeros=False, torch_hist=True):
+                 skip_zeros=False, torch_hist=True, *, torch_binning="histc"):
         super().__init__(num_bits, axis, unsigned)
         self._num_bins = num_bins
         self._skip_zeros = skip_zeros
@@ -49,7 +51,8 @@ class HistogramCalibrator(_Calibrator):
                 "Calibrator histogram collection only supports per tensor scaling")
         self._core = _CoreHistogramCalibrator(num_bins=num_bins, unsigned=unsigned,
                                               num_bits=num_bits, skip_zeros=skip_zeros,
-                                              torch_hist=torch_hist)
+                                              torch_hist=torch_hist,
+                                              torch_binning=torch_binning)
 
     def collect(self, x):
         """Collect the histogram of ``|x|`` (growing it when ``x`` exceeds its range)."""
