@@ -365,3 +365,14 @@ def test_fake_linear_quantization_rejects_nan_batch():
         same(v, before[k])
     with pytest.raises(ValueError):
         FakeLinearQuantization(ema_decay=1.0)
+
+
+def test_mode_by_name_and_update_ema_in_range_linear():
+    assert FakeLinearQuantization(mode="ASYMMETRIC_SIGNED").mode is \
+        LinearQuantMode.ASYMMETRIC_SIGNED
+    b, v = torch.tensor([0.5]), torch.tensor([2.0])
+    same(range_linear.update_ema(b, v, 0.99, 4)[0], q_utils.update_ema(b, v, 0.99, 4)[0])
+    same(range_linear.update_ema(b, v, 0.99, 4)[0], ref_update_ema(b, v, torch.tensor(0.99),
+                                                                   torch.tensor([4.0]))[0])
+    with pytest.raises(ValueError, match="step"):
+        q_utils.update_ema(b, v, 0.99, 0)

@@ -7,6 +7,10 @@ The activation range is tracked by the core's ``MovingAverageObserver`` variant 
 ``choose_qparams``) and the fake quantization from the core's ``fake_quantize`` (multiplier,
 zero point subtracted before rounding, no clamp on the codes).
 
+Modes follow Distiller's final code (SPEC §5.2): SYMMETRIC and SYMMETRIC_RESTRICTED take the
+symmetric branch (restricted: [-127, 127]); releases before SYMMETRIC_RESTRICTED existed tested
+``mode == SYMMETRIC`` only. ``mode`` may also be given by name (upstream stores it unchecked).
+
 **Code beats documentation:** mode SYMMETRIC uses ``scale = 127.5 / max_abs`` (8 bits) and no
 clamp on the codes, so ``±max_abs`` becomes ±128: 257 levels (10.2 H: 2.0 -> 2.0078433).
 SYMMETRIC_RESTRICTED gives [-127, 127].
@@ -27,7 +31,7 @@ from .q_utils import (LinearQuantizeSTE, asymmetric_linear_quantization_params,
                       get_tensor_min_max, symmetric_linear_quantization_params)
 
 __all__ = ["LinearQuantMode", "FakeLinearQuantization", "FakeQuantizationWrapper", "clamp",
-           "verify_quant_mode"]
+           "update_ema"]
 
 
 class LinearQuantMode(Enum):
@@ -37,8 +41,9 @@ class LinearQuantMode(Enum):
     ASYMMETRIC_SIGNED = 4
 
 
-def verify_quant_mode(mode):
-    """A LinearQuantMode from a LinearQuantMode or its name (ValueError otherwise)."""
+def _verify_quant_mode(mode):
+    """A LinearQuantMode from a LinearQuantMode or its name (ValueError otherwise). Upstream
+    stores ``mode`` unchecked, so a name or a typo silently selects the asymmetric branch."""
     if isinstance(mode, LinearQuantMode):
         return mode
     try:
@@ -90,6 +95,12 @@ def _distiller_ema_step(biased_ema: Any, value: Any, decay: Any, step: Any
     return obs.biased_min.reshape(shape).clone(), obs.min_val.reshape(shape).clone()
 
 
+def update_ema(biased_ema, value, decay, step):
+    """``(biased, unbiased)`` after one bias-corrected EMA step (range_linear.py is where
+    Distiller defines it; also exported from :mod:`.q_utils`)."""
+    return _distiller_ema_step(biased_ema, value, decay, step)
+
+
 class FakeLinearQuantization(nn.Module):
     """Activation fake quantization for QAT with an EMA-tracked range.
 
@@ -106,7 +117,7 @@ class FakeLinearQuantization(nn.Module):
                  dequantize=True, inplace=False):
         super(FakeLinearQuantization, self).__init__()
         self.num_bits = num_bits
-        self.mode = verify_quant_mode(mode)
+        self.mode = _verify_quant_mode(mode)
         self.dequantize = dequantize
         self.inplace = inplace
 
