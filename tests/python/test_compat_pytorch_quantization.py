@@ -1,6 +1,5 @@
 """qkit.compat.pytorch_quantization against NVIDIA's documented example (SPEC §4.7) and a plain
 torch reference written from SPEC §4.2-4.5 (nothing in the references calls qkit)."""
-import itertools
 import math
 
 import numpy as np
@@ -78,7 +77,7 @@ def test_golden_example_as_documented():
     # fake quantize tensor x. fake_quant_x will be
     # tensor([0.9843, 0.8828, 0.9921, 0.4609, 0.0859, 0.1797, 0.3672, 0.5703, 0.3359, 0.2109])
     fake_quant_x = tensor_quant.fake_tensor_quant(x, x.abs().max())
-    assert torch.allclose(fake_quant_x, torch.tensor(GOLDEN_FAKE), rtol=0, atol=1e-7)  # 7 printed digits
+    assert torch.allclose(fake_quant_x, torch.tensor(GOLDEN_FAKE), rtol=0, atol=1e-7)  # 7 digits
     same(fake_quant_x, quant_x / scale)
     # the largest element does not round-trip exactly (SPEC §4.7)
     assert fake_quant_x[2].item() == pytest.approx(0.99214351, abs=1e-8)

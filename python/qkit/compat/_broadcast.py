@@ -8,7 +8,6 @@ way (autograd passes through the permute / reshape).
 """
 from typing import List, Optional, Tuple
 
-import torch
 from torch import Tensor
 
 __all__ = ["Slots"]

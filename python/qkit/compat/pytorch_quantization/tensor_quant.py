@@ -23,9 +23,7 @@ Where qkit differs (docs/compat.md has the full table):
   float32 and rounded once (NVIDIA: in bfloat16 when amax is 0-d).
 * With ``amax <= 2^-24`` an infinite input gives 0 (NVIDIA: ``inf * 0`` = NaN).
 """
-import logging
-import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch

@@ -1,6 +1,6 @@
 """``pytorch_quantization.utils.reduce_amax`` on qkit's ``absmax`` (NaN propagates, as
 ``torch.max`` does)."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor

@@ -1,6 +1,7 @@
 """``pytorch_quantization.nn.Clip`` on qkit's ``learned_clip`` op (SPEC §4.3): ``clamp(x, min,
 max)`` whose learnable bounds get TensorFlow ``clip_by_value``-style gradients
-(``dmax = sum(dy * [x >= max])``, ``dmin = sum(dy * [x <= min])``, ``dx = dy * [min < x < max]``)."""
+(``dmax = sum(dy * [x >= max])``, ``dmin = sum(dy * [x <= min])``,
+``dx = dy * [min < x < max]``)."""
 import torch
 from torch import nn
 from torch.nn.parameter import Parameter
