@@ -228,7 +228,8 @@ def _run(rounds: List[List[_Item]], group: Any, caller: str,
                 f"before the sync ({_rank_text(group)}: {_names(all_items)}). Synced observers "
                 "must start from identical states (a checkpoint loaded on one rank only, or an "
                 "observer updated outside the sync?). No observer was changed.")
-        floats = _all_reduce(floats, "MIN", group, "batch ranges", caller, all_items)
+        if floats.numel():  # (same on every rank: the layout digest agreed)
+            floats = _all_reduce(floats, "MIN", group, "batch ranges", caller, all_items)
         fo, co = 0, _HEADER
         for it in items:
             nf, nc = it.floats.numel(), it.counts.numel()
@@ -303,7 +304,7 @@ def sync_observe(pairs: Sequence[Sequence[Any]], group: Any = None, *,
 class _SyncMixin:
     """forward(x) runs the protocol (sync='forward') or records the batch for
     qkit.distributed.sync_observers (sync='deferred')."""
-    qkit_fused_observe = False  # FakeQuantize must call forward() (see OBSERVER_API.md)
+    qkit_sync = True  # FakeQuantize / TensorQuantizer: call the observer even for an empty x
 
     def _qkit_init_sync(self, group: Any, sync: str) -> None:
         if sync not in _MODES:
@@ -346,8 +347,8 @@ class _SyncMixin:
         """FakeQuantize's fused path, synchronised: forward(x) (the protocol) then
         calculate_qparams(). In sync='deferred' mode the qparams are those of the state before
         the recorded batch (it is committed by sync_observers)."""
-        if current_train_step is None:
-            self.forward(x)
+        if current_train_step is None or not isinstance(self, _SyncGateMixin):
+            self.forward(x)  # the plain kinds ignore the step, as ObserverBase does
         else:
             self.forward(x, current_train_step=current_train_step)
         return self.calculate_qparams()
@@ -412,6 +413,20 @@ def _observers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _qnn.ObserverBase)]
 
 
+# Modules that keep rank-local statistics but implement no distributed protocol.
+_UNSUPPORTED = tuple(c for c in (getattr(_qnn, "MaxCalibrator", None),) if c is not None)
+
+
+def _reject_unsupported(model: nn.Module, caller: str) -> None:
+    bad = [_label(m, n) for n, m in model.named_modules() if isinstance(m, _UNSUPPORTED)]
+    if bad:
+        raise TypeError(
+            f"qkit.distributed.{caller}: {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''} "
+            "keep rank-local statistics but have no distributed protocol (batch_range / "
+            "commit), so they cannot be synchronised; use a histogram calibrator "
+            "(TensorQuantizer calib_method='histogram') or sync their amax yourself")
+
+
 def convert_sync_observers(module: nn.Module, group: Any = None,
                            sync: str = "forward") -> nn.Module:
     """Turns every qkit.nn MinMaxObserver, MovingAverageMinMaxObserver, HistogramObserver and
@@ -423,6 +438,7 @@ def convert_sync_observers(module: nn.Module, group: Any = None,
     if sync not in _MODES:
         raise ValueError(f"qkit.distributed.convert_sync_observers: `sync`={sync!r} must be one "
                          f"of {_MODES}")
+    _reject_unsupported(module, "convert_sync_observers")
     for name, m in _observers(module):
         if isinstance(m, _SyncMixin):
             if m.pending_batches:
@@ -462,6 +478,7 @@ def sync_observers(model: nn.Module, group: Any = None, *, check_state: bool = T
     docs/distributed.md); convert them with convert_sync_observers(model). Observers without
     statistics (PassiveObserver) are skipped. Every rank must call it (it is a collective).
     On failure (SyncError) no observer changed and the recorded batches are kept."""
+    _reject_unsupported(model, "sync_observers")
     obs = _observers(model)
     plain = [_label(m, n) for n, m in obs
              if not isinstance(m, _SyncMixin) and isinstance(m, tuple(_SYNC_OF))]

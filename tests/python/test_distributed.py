@@ -23,7 +23,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-import qkit
 import qkit.distributed as qd
 from qkit.nn import (HistogramCalibrator, HistogramObserver, MinMaxObserver,
                      MovingAverageMinMaxObserver)
@@ -422,3 +421,25 @@ def test_bad_arguments():
         qd.sync_observe([(o, torch.ones(2)), (o, torch.ones(2))])
     with pytest.raises(TypeError, match="distributed protocol"):
         qd.sync_observe([(nn.ReLU(), torch.ones(2))])
+
+
+def test_failed_commit_rolls_back_every_observer():
+    """All-or-nothing: a commit that raises after another observer committed restores both."""
+    a, b = _make("hist_l2"), _make("ema_torch")
+    a(torch.arange(4.0))
+    before = _bits(a.state_dict())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    b.commit = boom
+    with pytest.raises(RuntimeError, match="boom"):
+        qd.sync_observe([(a, torch.arange(9.0) - 3), (b, torch.ones(2))])
+    assert _same(before, _bits(a.state_dict()))
+    # deferred: the recorded batches survive a failed sync_observers
+    m = qd.convert_sync_observers(nn.ModuleDict({"a": a, "b": b}), sync="deferred")
+    m["a"](torch.arange(9.0) - 3)
+    m["b"](torch.ones(2))
+    with pytest.raises(RuntimeError, match="boom"):
+        qd.sync_observers(m)
+    assert _same(before, _bits(a.state_dict())) and m["a"].pending_batches == 1
