@@ -133,7 +133,8 @@ def _state_digest(obs: nn.Module, h: "hashlib._Hash") -> None:
         t = buf.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            # (a copy: exposing the buffer's own storage to numpy would make it non-resizable)
+            h.update(t.reshape(-1).view(torch.uint8).clone().numpy().tobytes())
 
 
 def _snapshot(observers: Iterable[nn.Module]) -> List[Tuple[nn.Module, Dict[str, Any]]]:

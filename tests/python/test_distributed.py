@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+import qkit
 import qkit.distributed as qd
 from qkit.nn import (HistogramCalibrator, HistogramObserver, MinMaxObserver,
                      MovingAverageMinMaxObserver)
@@ -194,6 +195,21 @@ def _ddp(world, rank, results):
     _, results["sync_nobroadcast"] = run(qd.SyncMinMaxObserver(), False, False)
 
 
+def _fake_quant(world, rank, results):
+    """QAT: FakeQuantize (fused observe + qparams path) with its observer converted to a Sync
+    one gives every rank the qparams, and each shard the fake-quantized values, of one process
+    running the whole batch."""
+    fq = qd.convert_sync_observers(_make_fq())
+    for step in DDP_STEPS:
+        y = fq(_shards(_batch("fq", step), world, step)[rank], current_train_step=step)
+    results["fq_state"] = _bits(fq.state_dict())
+    results["fq_y"] = y
+
+
+def _make_fq():
+    return qkit.nn.FakeQuantize(observer=MovingAverageMinMaxObserver, variant="megengine")
+
+
 def _failures(world, rank, results):
     """One rank stops taking part: first alive but silent (the others time out on a group with
     a 2 s timeout), then it exits. The others get SyncError and keep their state."""
@@ -270,7 +286,7 @@ def _spawn(world, scenarios, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def world2(tmp_path_factory):
-    return _spawn(2, ["_observe_all", "_disagree", "_ddp"], tmp_path_factory)[0]
+    return _spawn(2, ["_observe_all", "_disagree", "_ddp", "_fake_quant"], tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
@@ -364,6 +380,20 @@ def test_ddp_broadcast_buffers(world2):
         assert _same(d["sync_nobroadcast"], ref(full))
         assert d["ignored"] == ["0.min_val", "0.max_val", "0.num_batches", "0.num_nonfinite"]
         assert d["ddp_buffers"] == []  # DDP broadcasts none of the observer's buffers
+
+
+def test_fake_quantize_with_sync_observer(world2):
+    ref = _make_fq()
+    for step in DDP_STEPS:
+        y = ref(_batch("fq", step), current_train_step=step)
+    want = _bits(ref.state_dict())
+    lo = 0
+    for r, d in enumerate(world2):
+        assert _same(d["fq_state"], want), f"rank {r}: FakeQuantize state differs"
+        shard = _shards(_batch("fq", DDP_STEPS[-1]), 2, DDP_STEPS[-1])[r]
+        assert torch.equal(d["fq_y"].view(torch.int32),  # bitwise (NaN propagates)
+                           y[lo:lo + shard.shape[0]].contiguous().view(torch.int32))
+        lo += shard.shape[0]
 
 
 def test_rank_that_times_out_or_exits(world3):
