@@ -124,37 +124,67 @@ def _all_reduce(buf: Tensor, op: str, group: Any, what: str, caller: str,
     return t.cpu() if t.device.type != "cpu" else t
 
 
-def _state_digest(obs: nn.Module, h: "hashlib._Hash") -> None:
-    for name, buf in obs.named_buffers(recurse=False):
-        h.update(name.encode())
-        if buf is None:
-            h.update(b"None")
-            continue
-        t = buf.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            # (a copy: exposing the buffer's own storage to numpy would make it non-resizable)
-            h.update(t.reshape(-1).view(torch.uint8).clone().numpy().tobytes())
+def _bytes_of(observers: Iterable[nn.Module]) -> Tuple[List[Tuple[Any, ...]], Tensor]:
+    """Every buffer of every observer as raw bytes in ONE fresh uint8 tensor (one copy, however
+    many buffers), plus (observer, name, dtype, shape, offset, nbytes) per buffer."""
+    meta: List[Tuple[Any, ...]] = []
+    parts: List[Tensor] = []
+    off = 0
+    for o in observers:
+        for name, buf in o._buffers.items():
+            if buf is None:
+                meta.append((o, name, None, None, off, 0))
+                continue
+            if not buf.numel():
+                raw = None
+            elif buf.dim() == 1 and buf.is_contiguous():  # the common case: one view
+                raw = buf.view(torch.uint8)
+            else:
+                raw = buf.reshape(-1).view(torch.uint8)
+            n = 0 if raw is None else raw.numel()
+            meta.append((o, name, buf.dtype, tuple(buf.shape), off, n))
+            if raw is not None:
+                parts.append(raw.cpu())
+            off += n
+    blob = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.uint8)
+    return meta, blob
 
 
-def _snapshot(observers: Iterable[nn.Module]) -> List[Tuple[nn.Module, Dict[str, Any]]]:
-    return [(o, {k: (None if v is None else v.detach().clone())
-                 for k, v in o._buffers.items()}) for o in observers]
+def _states_digest(state: Tuple[List[Tuple[Any, ...]], Tensor], h: "hashlib._Hash") -> None:
+    meta, blob = state
+    h.update(repr([(m[1], str(m[2]), m[3]) for m in meta]).encode())
+    # (blob is a fresh tensor: exposing a buffer's own storage to numpy would make it
+    # non-resizable)
+    h.update(blob.numpy().tobytes())
 
 
-def _restore(snap: List[Tuple[nn.Module, Dict[str, Any]]]) -> None:
+def _snapshot(observers: Iterable[nn.Module],
+              state: Optional[Tuple[List[Tuple[Any, ...]], Tensor]] = None
+              ) -> Tuple[List[Tuple[Any, ...]], Tensor, List[Tuple[nn.Module, List[str]]]]:
+    obs = list(observers)
+    meta, blob = _bytes_of(obs) if state is None else state
+    return meta, blob, [(o, list(o._buffers)) for o in obs]
+
+
+def _restore(snap: Tuple[List[Tuple[Any, ...]], Tensor, List[Tuple[nn.Module, List[str]]]]
+             ) -> None:
+    meta, blob, names = snap
     with torch.no_grad():
-        for o, bufs in snap:
+        for o, keys in names:
             for k in list(o._buffers):
-                if k not in bufs:
+                if k not in keys:
                     del o._buffers[k]
-            for k, v in bufs.items():
-                cur = o._buffers.get(k)
-                if (v is not None and cur is not None and cur.shape == v.shape
-                        and cur.dtype == v.dtype and cur.device == v.device):
-                    cur.copy_(v)
-                else:
-                    o._buffers[k] = v
+        for o, name, dtype, shape, off, n in meta:
+            if dtype is None:
+                o._buffers[name] = None
+                continue
+            v = (blob[off:off + n].clone().view(dtype) if n else torch.zeros(0, dtype=dtype))
+            v = v.reshape(shape)
+            cur = o._buffers.get(name)
+            if cur is not None and cur.shape == v.shape and cur.dtype == v.dtype:
+                cur.copy_(v)
+            else:
+                o._buffers[name] = v.to(cur.device) if cur is not None else v
 
 
 def _gate_open(obs: nn.Module, gate: Dict[str, Any]) -> bool:
@@ -182,6 +212,13 @@ def _run(rounds: List[List[_Item]], group: Any, caller: str,
     committed in order). ``extra_observers`` take part in the state check only."""
     active = _active(group)
     items = [it for r in rounds for it in r]
+    uniq: Dict[int, nn.Module] = {}
+    for o in [it.obs for it in items] + [o for o, _ in extra_observers]:
+        uniq.setdefault(id(o), o)
+    needs_snapshot = len(items) > 1
+    # every observer's buffers as bytes, copied once: hashed for the state check and kept as
+    # the snapshot that makes a multi-observer sync all-or-nothing
+    state = _bytes_of(uniq.values()) if (active and check_state) or needs_snapshot else None
     # ---- phase 1: local ranges (validates x; may raise before any collective)
     for it in items:
         if it.stats is None:
@@ -191,7 +228,6 @@ def _run(rounds: List[List[_Item]], group: Any, caller: str,
         it.counts = it.counts.detach().reshape(-1).to("cpu", torch.int64)
     if active:
         h1 = hashlib.blake2b(b"qkit-sync-1", digest_size=8)
-        seen = set()
         layout = []
         for j, r in enumerate(rounds):
             for it in r:
@@ -203,10 +239,7 @@ def _run(rounds: List[List[_Item]], group: Any, caller: str,
         h2 = h1.copy()
         h2.update(b"state")
         if check_state:
-            for o in [it.obs for it in items] + [o for o, _ in extra_observers]:
-                if id(o) not in seen:
-                    seen.add(id(o))
-                    _state_digest(o, h2)
+            _states_digest(state, h2)
         d1 = int.from_bytes(h1.digest(), "little") % (1 << _DIGEST_BITS)
         d2 = int.from_bytes(h2.digest(), "little") % (1 << _DIGEST_BITS)
         header = torch.tensor([1, d1, d1 * d1, d2, d2 * d2], dtype=torch.int64)
@@ -240,8 +273,7 @@ def _run(rounds: List[List[_Item]], group: Any, caller: str,
         for it in items:
             it.merged = it.stats
     # ---- phases 2 and 3, round by round; all-or-nothing across rounds and observers
-    needs_snapshot = len(items) > 1
-    snap = _snapshot({id(it.obs): it.obs for it in items}.values()) if needs_snapshot else None
+    snap = _snapshot(uniq.values(), state) if needs_snapshot else None
     try:
         for r in rounds:
             hist = [it for it in r if getattr(it.obs, "needs_counts", False)]
