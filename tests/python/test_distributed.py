@@ -44,6 +44,8 @@ CASES = {
                          qscheme=torch.per_tensor_symmetric, dtype=torch.qint8, range="absmax")),
     "ema_oneflow_affine": (MovingAverageMinMaxObserver,
                            dict(variant="oneflow", stop_update_after_iters=100)),
+    "ema_oneflow_gated": (MovingAverageMinMaxObserver,  # step 3 > 2: gated on every rank
+                          dict(variant="oneflow", stop_update_after_iters=2)),
     "ema_megengine": (MovingAverageMinMaxObserver, dict(variant="megengine")),
     "ema_megengine_pc": (MovingAverageMinMaxObserver, dict(variant="megengine", **PC)),
     "ema_distiller": (MovingAverageMinMaxObserver, dict(variant="distiller")),
@@ -56,6 +58,11 @@ CASES = {
 }
 MODES = ("forward", "deferred", "batched")
 DDP_STEPS = (0, 1, 3)  # no empty shard: each rank's contribution is visible
+
+
+def _step_kw(case, step):
+    """Moving averages get the training step (OneFlow's gate compares it)."""
+    return {"current_train_step": step} if CASES[case][0] is MovingAverageMinMaxObserver else {}
 
 
 def _make(case, sync=None, **extra):
@@ -130,9 +137,9 @@ def _observe_all(world, rank, results):
     for step in range(STEPS):
         shard = {c: _shards(_batch(c, step), world, step)[rank] for c in CASES}
         for c in CASES:
-            fwd[c](shard[c])
-            dfr[c](shard[c])
-        qd.sync_observe([(bat[c], shard[c]) for c in CASES])
+            fwd[c](shard[c], **_step_kw(c, step))
+            dfr[c](shard[c], **_step_kw(c, step))
+        qd.sync_observe([(bat[c], shard[c], _step_kw(c, step)) for c in CASES])
         if step != 2:  # steps 2 and 3 are committed together: two rounds in one call
             counts.append(qd.sync_observers(dfr))
     results["deferred_counts"] = counts
@@ -308,7 +315,7 @@ def _reference(case, world):
         for step in range(STEPS):
             full = torch.cat(_shards(_batch(case, step), world, step))
             assert torch.equal(full.nan_to_num(7.0), _batch(case, step).nan_to_num(7.0))
-            obs(full)
+            obs(full, **_step_kw(case, step))
         _REF[key] = _bits(obs.state_dict())
     return _REF[key]
 
