@@ -2,12 +2,14 @@
 """qkit's torch ops next to PyTorch's own, timed in one run, with the ratio qkit / torch.
 
     /usr/bin/python3 bench/torch_side_by_side.py [--sizes 1M,64M] [--threads 1,2] [--reps N]
+                                                 [--rows TEXT]
 
 Rows: the fused observer + fake quant (qkit.nn.FakeQuantize's fused path against
 torch.fused_moving_avg_obs_fake_quant), forward and forward+backward; HistogramObserver forward
 (qkit.nn.HistogramObserver, 2048 bins, against torch.ao.quantization.HistogramObserver; both
 re-observe batches inside their range); fake quant per tensor and per channel, forward and
-forward+backward, and the learnable (LSQ+) fake quant forward+backward; each at every size and thread count
+forward+backward, and the learnable (LSQ+) fake quant forward+backward; each at every size and
+thread count
 (torch.set_num_threads, which qkit's ops follow). Both sides compute the same numbers:
 qkit runs with PyTorch's options (x * f32(1/s), round half to even, NaN -> quant_min; the
 learnable op with ``fused`` set to match torch's kernel build). Times are medians of --reps
@@ -125,6 +127,7 @@ def main():
     p.add_argument("--sizes", default="1M,64M", help="comma list, suffix K/M")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--reps", type=int, default=0, help="default: 15 for <= 1M, else 5")
+    p.add_argument("--rows", default="", help="only rows whose name contains this text")
     args = p.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20}
     sizes = [int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)
@@ -139,6 +142,8 @@ def main():
         reps = args.reps or (15 if n <= (1 << 20) else 5)
         table = rows(n, gen)
         for name, fq, ft in table:
+            if args.rows not in name:
+                continue
             for t in threads:
                 torch.set_num_threads(t)
                 tq = _median_ms(fq, reps)

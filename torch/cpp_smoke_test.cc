@@ -8,6 +8,8 @@
 #include <torch/autograd.h>
 
 #include <cstdio>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace {
@@ -23,6 +25,25 @@ void Expect(bool ok, const char* what) {
 
 bool Equal(const at::Tensor& a, const std::vector<float>& want) {
   return at::equal(a.detach().contiguous(), at::tensor(want));
+}
+
+// Calls torch.ops.qkit.<name> boxed, with the schema's defaults for every argument not in
+// `args` (the keyword-heavy observer ops are easiest to call this way from C++).
+std::vector<c10::IValue> CallBoxed(const char* name,
+                                   const std::map<std::string, c10::IValue>& args) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  std::vector<c10::IValue> stack;
+  for (const auto& a : op.schema().arguments()) {
+    const auto it = args.find(a.name());
+    if (it != args.end()) {
+      stack.push_back(it->second);
+    } else {
+      TORCH_CHECK(a.default_value().has_value(), name, ": argument ", a.name(), " missing");
+      stack.push_back(*a.default_value());
+    }
+  }
+  op.callBoxed(&stack);
+  return stack;
 }
 
 }  // namespace
@@ -75,6 +96,24 @@ int main(int argc, char** argv) {
   std::vector<float> want;
   for (float q : {-96.0f, -48.0f, -13.0f, 0.0f, 6.0f, 22.0f, 57.0f, 127.0f}) want.push_back(q * s);
   Expect(Equal(out, want), "fake_quantize (SPEC 10.2 A)");
+
+  // A MinMax observer over state tensors: observe {-1, 3, 2}, then PyTorch's affine quint8
+  // qparams of [-1, 3]: scale = 4 / 255, zero point = 0 - round(-1 / scale) = 64.
+  const std::vector<at::Tensor> empty_state{at::empty({0}), at::empty({0}),
+                                            at::empty({0}, at::kLong), at::zeros({}, at::kLong)};
+  auto observed = CallBoxed(
+      "qkit::observer_observe",
+      {{"x", at::tensor({-1.0f, 3.0f, 2.0f})}, {"state", empty_state}, {"kind", "minmax"}});
+  const auto state = observed.at(0).toTensorVector();
+  Expect(Equal(state.at(0), {-1.0f}) && Equal(state.at(1), {3.0f}), "observer_observe min / max");
+  auto qparams = CallBoxed("qkit::observer_qparams", {{"state", state},
+                                                      {"kind", "minmax"},
+                                                      {"quant_min", int64_t{0}},
+                                                      {"quant_max", int64_t{255}},
+                                                      {"symmetric", false}});
+  Expect(
+      Equal(qparams.at(0).toTensor(), {4.0f / 255.0f}) && Equal(qparams.at(1).toTensor(), {64.0f}),
+      "observer_qparams (PyTorch affine quint8)");
 
   // Errors reach C++ callers as c10 exceptions (ValueError in Python).
   bool threw = false;

@@ -11,8 +11,8 @@
 //   histogram:            min_val f32[n], max_val f32[n], histogram i64[n, bins],
 //                         num_batches i64[n], nonfinite_count i64[]
 //   histogram_calibrator: hist i64[sum hist_len], hist_len i64[n], edges f64[sum edges_len],
-//                         edges_len i64[n], edges_f64 u8[n], num_bins i64[n] (buffer hist_num_bins),
-//                         nonfinite_count i64[], dropped_count i64[]
+//                         edges_len i64[n], edges_f64 u8[n], num_bins i64[n] (buffer
+//                         hist_num_bins), nonfinite_count i64[], dropped_count i64[]
 //   passive:              scale f32[n], zero_point f32[n], orig_scale f32[n or 0]
 // Batch statistics (RangeStats): min f32[n], max f32[n], observed i64[n], nonfinite i64[].
 #include <ATen/ATen.h>
@@ -52,8 +52,8 @@ at::Tensor StateTensor(const at::TensorList& state, size_t i, const char* name,
   CheckCpuDense(t, op, name);
   TORCH_CHECK_VALUE(t.scalar_type() == dtype, op, ": state tensor `", name, "` has dtype ",
                     t.scalar_type(), "; expected ", dtype);
-  TORCH_CHECK_VALUE(dims < 0 || t.dim() == dims, op, ": state tensor `", name, "` has ",
-                    t.dim(), " dims (shape ", t.sizes(), "); expected ", dims);
+  TORCH_CHECK_VALUE(dims < 0 || t.dim() == dims, op, ": state tensor `", name, "` has ", t.dim(),
+                    " dims (shape ", t.sizes(), "); expected ", dims);
   return t.contiguous();
 }
 
@@ -84,32 +84,33 @@ at::Tensor FromVec(const std::vector<T>& v, at::ScalarType dtype) {
   if (!v.empty()) std::memcpy(t.data_ptr(), v.data(), v.size() * sizeof(T));
   return t;
 }
-at::Tensor Scalar64(int64_t v) { return at::scalar_tensor(v, at::TensorOptions().dtype(at::kLong)); }
+at::Tensor Scalar64(int64_t v) {
+  return at::scalar_tensor(v, at::TensorOptions().dtype(at::kLong));
+}
 
 // ---- options ---------------------------------------------------------------------------------
 
 // The observer keywords (kObs in register_ops.cc) and the QuantSpec keywords without layout.
-#define QKIT_OBS_PARAMS                                                                           \
-  c10::string_view kind, c10::optional<int64_t> axis, int64_t group_size,                         \
-      c10::string_view nonfinite, c10::string_view variant, c10::optional<double> momentum,       \
-      c10::string_view running_range, c10::optional<int64_t> stop_update_after_iters,             \
-      int64_t bins, int64_t upsample_rate, int64_t dst_nbins, bool error_on_nonfinite,            \
-      int64_t num_bits, bool is_unsigned, bool skip_zeros, bool torch_hist,                       \
-      c10::string_view torch_binning, int64_t bits, bool is_signed, bool narrow_range,            \
-      c10::optional<int64_t> quant_min, c10::optional<int64_t> quant_max,                         \
-      c10::string_view rounding, c10::string_view scale_mode, c10::string_view zero_point_mode,   \
+#define QKIT_OBS_PARAMS                                                                         \
+  c10::string_view kind, c10::optional<int64_t> axis, int64_t group_size,                       \
+      c10::string_view nonfinite, c10::string_view variant, c10::optional<double> momentum,     \
+      c10::string_view running_range, c10::optional<int64_t> stop_update_after_iters,           \
+      int64_t bins, int64_t upsample_rate, int64_t dst_nbins, bool error_on_nonfinite,          \
+      int64_t num_bits, bool is_unsigned, bool skip_zeros, bool torch_hist,                     \
+      c10::string_view torch_binning, int64_t bits, bool is_signed, bool narrow_range,          \
+      c10::optional<int64_t> quant_min, c10::optional<int64_t> quant_max,                       \
+      c10::string_view rounding, c10::string_view scale_mode, c10::string_view zero_point_mode, \
       c10::string_view nan_mode
-#define QKIT_OBS_ARGS                                                                             \
-  ObsArgs {                                                                                       \
-    std::string(kind), axis, group_size, std::string(nonfinite), std::string(variant), momentum,  \
-        std::string(running_range), stop_update_after_iters, bins, upsample_rate, dst_nbins,      \
-        error_on_nonfinite, num_bits, is_unsigned, skip_zeros, torch_hist,                        \
-        std::string(torch_binning),                                                               \
-        SpecArgs {                                                                                \
-      bits, is_signed, narrow_range, quant_min, quant_max, std::string(rounding),                 \
-          std::string(scale_mode), std::string(zero_point_mode), std::string(nan_mode), axis,     \
-          group_size                                                                              \
-    }                                                                                             \
+#define QKIT_OBS_ARGS                                                                            \
+  ObsArgs {                                                                                      \
+    std::string(kind), axis, group_size, std::string(nonfinite), std::string(variant), momentum, \
+        std::string(running_range), stop_update_after_iters, bins, upsample_rate, dst_nbins,     \
+        error_on_nonfinite, num_bits, is_unsigned, skip_zeros, torch_hist,                       \
+        std::string(torch_binning), SpecArgs {                                                   \
+      bits, is_signed, narrow_range, quant_min, quant_max, std::string(rounding),                \
+          std::string(scale_mode), std::string(zero_point_mode), std::string(nan_mode), axis,    \
+          group_size                                                                             \
+    }                                                                                            \
   }
 
 struct ObsArgs {
@@ -128,12 +129,11 @@ struct ObsArgs {
   SpecArgs spec;
 
   ObsKind Kind(const char* op) const {
-    return Parse<ObsKind>(kind,
-                          {"minmax", "moving_average", "histogram", "histogram_calibrator",
-                           "passive"},
-                          {ObsKind::kMinMax, ObsKind::kMovingAverage, ObsKind::kHistogram,
-                           ObsKind::kHistogramCalibrator, ObsKind::kPassive},
-                          op, "kind");
+    return Parse<ObsKind>(
+        kind, {"minmax", "moving_average", "histogram", "histogram_calibrator", "passive"},
+        {ObsKind::kMinMax, ObsKind::kMovingAverage, ObsKind::kHistogram,
+         ObsKind::kHistogramCalibrator, ObsKind::kPassive},
+        op, "kind");
   }
   ParamLayout Layout() const { return spec.Layout(); }
   QuantSpec Spec(const char* op) const { return spec.Spec(op); }
@@ -206,18 +206,18 @@ AnyObserver Build(const ObsArgs& a, const at::TensorList& s, const char* op) {
     }
     case ObsKind::kMovingAverage: {
       CheckCount(s, 6, "moving_average", op);
-      MovingAverageObserverState st{F32(s, 0, "min_val", op),    F32(s, 1, "max_val", op),
-                                    F32(s, 2, "biased_min", op), F32(s, 3, "biased_max", op),
-                                    I64(s, 4, "num_updates", op),
-                                    I64Scalar(s, 5, "nonfinite_count", op)};
+      MovingAverageObserverState st{
+          F32(s, 0, "min_val", op),     F32(s, 1, "max_val", op),
+          F32(s, 2, "biased_min", op),  F32(s, 3, "biased_max", op),
+          I64(s, 4, "num_updates", op), I64Scalar(s, 5, "nonfinite_count", op)};
       const auto o = a.MovingAverage(op);
       return Translate([&] { return AnyObserver(MovingAverageObserver(o, st)); });
     }
     case ObsKind::kHistogram: {
       CheckCount(s, 5, "histogram", op);
       const at::Tensor h = StateTensor(s, 2, "histogram", at::kLong, 2, op);
-      TORCH_CHECK_VALUE(h.size(1) == a.bins, op, ": state tensor `histogram` has shape ",
-                        h.sizes(), "; expected [slots, ", a.bins, "] (bins=", a.bins, ")");
+      TORCH_CHECK_VALUE(h.size(1) == a.bins, op, ": state tensor `histogram` has shape ", h.sizes(),
+                        "; expected [slots, ", a.bins, "] (bins=", a.bins, ")");
       HistogramObserverState st{F32(s, 0, "min_val", op), F32(s, 1, "max_val", op),
                                 ToVec<int64_t>(h), I64(s, 3, "num_batches", op),
                                 I64Scalar(s, 4, "nonfinite_count", op)};
@@ -252,9 +252,8 @@ AnyObserver Build(const ObsArgs& a, const at::TensorList& s, const char* op) {
         eo += edges_len[p];
       }
       TORCH_CHECK_VALUE(ho == hist.size() && eo == edges.size(), op,
-                        ": state tensors `hist` / `edges` hold ", hist.size(), " / ",
-                        edges.size(), " values but `hist_len` / `edges_len` sum to ", ho, " / ",
-                        eo);
+                        ": state tensors `hist` / `edges` hold ", hist.size(), " / ", edges.size(),
+                        " values but `hist_len` / `edges_len` sum to ", ho, " / ", eo);
       st.edges_f64 = edges_f64;
       st.num_bins = I64(s, 5, "num_bins", op);
       st.nonfinite_count = I64Scalar(s, 6, "nonfinite_count", op);
@@ -420,8 +419,9 @@ at::Tensor BatchCountsOp(const at::Tensor& x, at::TensorList state, const at::Te
   });
 }
 
-std::vector<at::Tensor> CommitOp(at::TensorList state, const at::Tensor& r_min, const at::Tensor& r_max,
-                                 const at::Tensor& r_observed, const at::Tensor& r_nonfinite,
+std::vector<at::Tensor> CommitOp(at::TensorList state, const at::Tensor& r_min,
+                                 const at::Tensor& r_max, const at::Tensor& r_observed,
+                                 const at::Tensor& r_nonfinite,
                                  const c10::optional<at::Tensor>& counts, bool training,
                                  int64_t current_train_step, QKIT_OBS_PARAMS) {
   const char* op = "qkit.observer_commit";
@@ -429,8 +429,8 @@ std::vector<at::Tensor> CommitOp(at::TensorList state, const at::Tensor& r_min, 
   AnyObserver obs = Build(a, state, op);
   const RangeStats merged = ToStats(r_min, r_max, r_observed, r_nonfinite, op);
   const bool has_counts = counts.has_value() && counts->defined();
-  const bool needs_counts =
-      std::holds_alternative<HistogramObserver>(obs) || std::holds_alternative<HistogramCalibrator>(obs);
+  const bool needs_counts = std::holds_alternative<HistogramObserver>(obs) ||
+                            std::holds_alternative<HistogramCalibrator>(obs);
   TORCH_CHECK_VALUE(has_counts == needs_counts, op, ": kind '", a.kind, "' ",
                     needs_counts ? "needs the merged `counts` of batch_counts"
                                  : "takes no `counts` (only histogram kinds do)");
@@ -454,11 +454,11 @@ std::vector<at::Tensor> CommitOp(at::TensorList state, const at::Tensor& r_min, 
   return StateOf(obs);
 }
 
-#define QKIT_RULE_PARAMS                                                                        \
-  bool symmetric, c10::string_view divisor, bool widen_to_zero, c10::string_view degenerate,    \
-      double eps, c10::string_view zero_point_rounding, bool integral_zero_point,               \
+#define QKIT_RULE_PARAMS                                                                     \
+  bool symmetric, c10::string_view divisor, bool widen_to_zero, c10::string_view degenerate, \
+      double eps, c10::string_view zero_point_rounding, bool integral_zero_point,            \
       bool clamp_zero_point, c10::string_view restriction, c10::string_view symmetric_zero_point
-#define QKIT_RULE_ARGS                                                                          \
+#define QKIT_RULE_ARGS                                                                         \
   ParseRule(divisor, widen_to_zero, degenerate, eps, zero_point_rounding, integral_zero_point, \
             clamp_zero_point, restriction, symmetric_zero_point, op)
 
@@ -536,16 +536,17 @@ std::tuple<at::Tensor, at::Tensor> RangeOp(at::TensorList state, QKIT_OBS_PARAMS
 }
 
 // NVIDIA compute_amax; an empty tensor when nothing was collected (upstream: None).
-at::Tensor AmaxOp(at::TensorList state, c10::string_view method, int64_t stride,
-                  int64_t start_bin, double percentile, QKIT_OBS_PARAMS) {
+at::Tensor AmaxOp(at::TensorList state, c10::string_view method, int64_t stride, int64_t start_bin,
+                  double percentile, QKIT_OBS_PARAMS) {
   const char* op = "qkit.observer_amax";
   const ObsArgs a = QKIT_OBS_ARGS;
   const AnyObserver obs = Build(a, state, op);
   const auto* o = std::get_if<HistogramCalibrator>(&obs);
   if (o == nullptr) Unsupported(a, "amax (only kind 'histogram_calibrator' has one)", op);
-  const auto amax = Translate(
-      [&] { return o->ComputeAmax(std::string_view(method.data(), method.size()), stride,
-                                  start_bin, percentile); });
+  const auto amax = Translate([&] {
+    return o->ComputeAmax(std::string_view(method.data(), method.size()), stride, start_bin,
+                          percentile);
+  });
   if (!amax.has_value()) return at::empty({0}, at::TensorOptions().dtype(at::kFloat));
   return FromVec(*amax, at::kFloat);
 }
@@ -621,9 +622,8 @@ at::Tensor MergeCountsOp(const at::Tensor& a, const at::Tensor& b, c10::string_v
   });
 }
 
-StatsTuple RangeStatsMergeOp(const at::Tensor& amin, const at::Tensor& amax,
-                             const at::Tensor& aobs, const at::Tensor& anf,
-                             const at::Tensor& bmin, const at::Tensor& bmax,
+StatsTuple RangeStatsMergeOp(const at::Tensor& amin, const at::Tensor& amax, const at::Tensor& aobs,
+                             const at::Tensor& anf, const at::Tensor& bmin, const at::Tensor& bmax,
                              const at::Tensor& bobs, const at::Tensor& bnf) {
   const char* op = "qkit.range_stats_merge";
   const RangeStats a = ToStats(amin, amax, aobs, anf, op);
@@ -646,12 +646,26 @@ StatsTuple RangeStatsUnflattenOp(const at::Tensor& floats, const at::Tensor& cou
   const at::Tensor f = StateTensor(at::TensorList(floats), 0, "floats", at::kFloat, 1, op);
   const at::Tensor c = StateTensor(at::TensorList(counts), 0, "counts", at::kLong, 1, op);
   return Translate([&] {
-    return FromStats(RangeStats::Unflatten(f.data_ptr<float>(), f.numel(),
-                                           c.data_ptr<int64_t>(), c.numel()));
+    return FromStats(
+        RangeStats::Unflatten(f.data_ptr<float>(), f.numel(), c.data_ptr<int64_t>(), c.numel()));
+  });
+}
+
+// MovingAverageObserver::GateOpen for the given gate (other kinds: always open).
+bool GateOpenOp(bool training, int64_t current_train_step, QKIT_OBS_PARAMS) {
+  const char* op = "qkit.observer_gate_open";
+  const ObsArgs a = QKIT_OBS_ARGS;
+  if (a.Kind(op) != ObsKind::kMovingAverage) return true;
+  const auto o = a.MovingAverage(op);
+  return Translate([&] {
+    return MovingAverageObserver(o).GateOpen(UpdateGate{training, current_train_step});
   });
 }
 
 }  // namespace
+
+// No tensor argument: a catch-all kernel.
+TORCH_LIBRARY_IMPL(qkit, CatchAll, m) { m.impl("observer_gate_open", GateOpenOp); }
 
 TORCH_LIBRARY_IMPL(qkit, CompositeExplicitAutograd, m) {
   m.impl("observer_observe", ObserveOp);

@@ -23,8 +23,8 @@ using torch::autograd::AutogradContext;
 
 // Named option values: `value` must be one of `names` (ValueError listing them otherwise).
 template <class E, size_t N>
-inline E Parse(c10::string_view value, const char* const (&names)[N], const E (&values)[N], const char* op,
-        const char* arg) {
+inline E Parse(c10::string_view value, const char* const (&names)[N], const E (&values)[N],
+               const char* op, const char* arg) {
   for (size_t i = 0; i < N; ++i) {
     if (value == names[i]) return values[i];
   }

@@ -136,25 +136,41 @@ TORCH_LIBRARY(qkit, m) {
   // ---- observers (observer_ops.cc; python/qkit/nn/observers.py) ------------------------------
   // The state is passed in and returned (new tensors); nothing is returned when a call throws.
   m.def(("observer_observe(Tensor x, Tensor[] state, *, bool training=True, "
-         "int current_train_step=0, " + kObs + ") -> Tensor[]").c_str());
+         "int current_train_step=0, " +
+         kObs + ") -> Tensor[]")
+            .c_str());
   m.def(("observer_batch_range(Tensor x, Tensor[] state, *, " + kObs +
-         ") -> (Tensor min, Tensor max, Tensor observed, Tensor nonfinite)").c_str());
-  m.def(("observer_batch_counts(Tensor x, Tensor[] state, " + kStats + ", *, " + kObs +
-         ") -> Tensor").c_str());
-  m.def(("observer_commit(Tensor[] state, " + kStats + ", Tensor? counts=None, *, "
-         "bool training=True, int current_train_step=0, " + kObs + ") -> Tensor[]").c_str());
+         ") -> (Tensor min, Tensor max, Tensor observed, Tensor nonfinite)")
+            .c_str());
+  m.def(
+      ("observer_batch_counts(Tensor x, Tensor[] state, " + kStats + ", *, " + kObs + ") -> Tensor")
+          .c_str());
+  m.def(("observer_commit(Tensor[] state, " + kStats +
+         ", Tensor? counts=None, *, "
+         "bool training=True, int current_train_step=0, " +
+         kObs + ") -> Tensor[]")
+            .c_str());
   m.def(("observer_qparams(Tensor[] state, *, " + kObs + ", " + kRule +
-         ") -> (Tensor scale, Tensor zero_point)").c_str());
+         ") -> (Tensor scale, Tensor zero_point)")
+            .c_str());
   m.def(("observer_observe_qparams(Tensor x, Tensor[] state, *, bool training=True, "
-         "int current_train_step=0, " + kObs + ", " + kRule +
-         ") -> (Tensor[] state, Tensor scale, Tensor zero_point)").c_str());
+         "int current_train_step=0, " +
+         kObs + ", " + kRule + ") -> (Tensor[] state, Tensor scale, Tensor zero_point)")
+            .c_str());
   m.def(("observer_range(Tensor[] state, *, " + kObs + ") -> (Tensor min, Tensor max)").c_str());
   m.def(("observer_amax(Tensor[] state, *, str method, int stride=1, int start_bin=128, "
-         "float percentile=99.99, " + kObs + ") -> Tensor").c_str());
+         "float percentile=99.99, " +
+         kObs + ") -> Tensor")
+            .c_str());
   m.def(("observer_validate(Tensor[] state, *, " + kObs + ") -> int").c_str());
   m.def(("observer_set_qparams(Tensor[] state, Tensor scale, Tensor? zero_point=None, *, "
-         "bool scale_only=False, " + kObs + ") -> Tensor[]").c_str());
+         "bool scale_only=False, " +
+         kObs + ") -> Tensor[]")
+            .c_str());
   m.def(("observer_merge(Tensor[] a, Tensor[] b, *, " + kObs + ") -> Tensor[]").c_str());
+  m.def(
+      ("observer_gate_open(*, bool training=True, int current_train_step=0, " + kObs + ") -> bool")
+          .c_str());
   m.def("observer_merge_counts(Tensor a, Tensor b, *, str kind) -> Tensor");
   m.def(
       "range_stats_merge(Tensor a_min, Tensor a_max, Tensor a_observed, Tensor a_nonfinite, "

@@ -137,3 +137,50 @@ def megengine_first_histogram(x, bins):
     mn, mx = np.float32(a.min()), np.float32(a.max())
     hist, _ = np.histogram(a, bins=bins, range=(mn, mx))
     return torch.from_numpy(hist.astype(np.int64))
+
+
+def nvidia_entropy_amax(hist, edges, num_bits=8, unsigned=False, stride=1, start_bin=128):
+    """SPEC 4.6 `_compute_amax_entropy` (numpy float64, vectorised per candidate i):
+    bins[0] = bins[1]; for i = start_bin..len(bins) (inclusive, step stride): P = bins[:i] with
+    the tail folded into bin i-1; Q = per target bucket floor(j * nbins / i) the mean of the
+    non-empty source bins, expanded back; KL(P || Q) normalised (scipy.stats.entropy); the
+    LAST argmin; amax = edges[index * stride + start_bin]."""
+    bins = np.asarray(hist, dtype=np.int64).copy()
+    bins[0] = bins[1]
+    nbins = 1 << (num_bits - 1 + int(unsigned))
+    divs = []
+    for i in range(start_bin, len(bins) + 1, stride):
+        p = bins[:i].astype(np.float64)
+        p[i - 1] += bins[i:].sum()
+        digit = np.digitize(np.arange(i), np.linspace(0, i, num=nbins + 1)) - 1
+        keep = bins[:i] != 0
+        sums = np.bincount(digit[keep], weights=bins[:i][keep].astype(np.float64),
+                           minlength=nbins)
+        cnt = np.bincount(digit[keep], minlength=nbins)
+        mean = np.divide(sums, cnt, out=np.zeros(nbins), where=cnt > 0)
+        q = np.where(keep, mean[np.clip(digit, 0, nbins - 1)], 0.0)
+        ph, qh = p / p.sum(), q / q.sum()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(ph > 0, ph * np.log(ph / qh), 0.0)
+        divs.append(terms.sum())
+    divs = np.array(divs)
+    last = len(divs) - 1 - int(np.argmin(divs[::-1]))
+    return float(np.float32(edges[last * stride + start_bin]))
+
+
+def nvidia_mse_amax(hist, edges, num_bits=8, unsigned=False, start_bin=128):
+    """SPEC 4.6 `_compute_amax_mse` in float32 torch: centers of the edges; for each candidate
+    amax = centers[i] the narrow-range fake quant of the centers (scale = max_bound / amax,
+    round half to even, clamp, divide); mse = mean((qc - centers)^2 * counts); FIRST argmin."""
+    counts = torch.as_tensor(np.asarray(hist), dtype=F32)
+    e = torch.as_tensor(np.asarray(edges), dtype=torch.float64).to(F32)
+    centers = (e[1:] + e[:-1]) / 2
+    max_bound = f32(2.0 ** (num_bits - 1 + int(unsigned)) - 1)
+    min_bound = f32(0.0) if unsigned else -max_bound
+    mses = []
+    for i in range(start_bin, len(centers)):
+        amax = centers[i]
+        scale = max_bound / amax
+        qc = torch.clamp(torch.round(centers * scale), min_bound, max_bound) / scale
+        mses.append(torch.mean((qc - centers) ** 2 * counts).item())
+    return centers[start_bin + int(np.argmin(mses))].item()

@@ -4,9 +4,9 @@ reference_observers.py (OneFlow, MegEngine, Distiller, NVIDIA rules from SPEC.md
 sequences, the distributed protocol (commit(batch_range, batch_counts) == forward; merged
 shards == the concatenation), state_dict round trips and refusals, bad input."""
 import copy
+from typing import List
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.ao.quantization as tq
@@ -37,7 +37,7 @@ def _same_state(a, b):
         _same(sa[k], sb[k])
 
 
-# ---- against PyTorch's own observers ---------------------------------------------------------------
+# ---- against PyTorch's own observers -------------------------------------------------------------
 
 TORCH_SCHEMES = [(torch.quint8, torch.per_tensor_affine), (torch.qint8, torch.per_tensor_symmetric),
                  (torch.quint8, torch.per_tensor_symmetric)]
@@ -108,7 +108,7 @@ def test_per_channel_moving_average_matches_torch(gen):
     _same(q.calculate_qparams()[0], t.calculate_qparams()[0])
 
 
-# ---- the other systems' update rules (plain references from SPEC.md) ------------------------------
+# ---- the other systems' update rules (plain references from SPEC.md) -----------------------------
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_oneflow_variant_and_step_gate(symmetric, gen):
@@ -121,7 +121,14 @@ def test_oneflow_variant_and_step_gate(symmetric, gen):
         _same(q.max_val, r.moving_max)
         _same(q.min_val, r.moving_min)
     assert q.num_updates.tolist() == [4]  # steps 0..3
+    assert q.gate_open(3) and not q.gate_open(4)
+    before = _state(q)
+    x = torch.randn(10, generator=gen) * 100
+    q.commit(q.batch_range(x), current_train_step=4)  # the protocol applies the same gate
+    for k, v in q.state_dict().items():
+        _same(v, before[k])
     q.eval()  # OneFlow observes only in training mode
+    assert not q.gate_open(0)
     before = _state(q)
     q(torch.randn(10, generator=gen) * 100, current_train_step=0)
     for k, v in q.state_dict().items():
@@ -161,9 +168,14 @@ def test_distiller_variant(decay, gen):
         _same(q.biased_max, r.biased_max)
         _same(q.min_val, r.min_val)
         _same(q.max_val, r.max_val)
+    q.eval()  # Distiller updates its EMA only in training mode
+    before = _state(q)
+    q(torch.randn(10, generator=gen) * 50)
+    for k, v in q.state_dict().items():
+        _same(v, before[k])
 
 
-# ---- histograms -----------------------------------------------------------------------------------
+# ---- histograms ----------------------------------------------------------------------------------
 
 def test_histogram_observer_counts_and_range(gen):
     bins = 256
@@ -220,9 +232,11 @@ def test_histogram_calibrator_matches_nvidia_reference(gen):
     for pct in (99.0, 99.99):
         torch.testing.assert_close(q.compute_amax("percentile", percentile=pct),
                                    r.percentile_amax(pct).reshape(1), rtol=2.4e-7, atol=0)
-    for method in ("entropy", "mse"):
-        amax = q.compute_amax(method)
-        assert amax.shape == (1,) and 0 < amax.item() <= r.edges[-1].item()
+    hist, edges = q.hist.numpy(), q.edges.numpy()
+    assert q.compute_amax("entropy").item() == ref.nvidia_entropy_amax(hist, edges)
+    assert q.compute_amax("entropy", stride=3, start_bin=64).item() == \
+        ref.nvidia_entropy_amax(hist, edges, stride=3, start_bin=64)
+    assert q.compute_amax("mse").item() == ref.nvidia_mse_amax(hist, edges)
     assert HistogramCalibrator().compute_amax("entropy") is None  # nothing collected
 
 
@@ -246,7 +260,7 @@ def test_passive_observer(gen):
     _same(p.scale, torch.tensor([0.5]))
 
 
-# ---- distributed protocol -------------------------------------------------------------------------
+# ---- distributed protocol ------------------------------------------------------------------------
 
 def _make(kind):
     return {
@@ -264,11 +278,13 @@ def _make(kind):
         "calibrator": lambda: HistogramCalibrator(num_bins=128),
         "calibrator_numpy": lambda: HistogramCalibrator(num_bins=128, torch_hist=False),
         "calibrator_pc": lambda: HistogramCalibrator(num_bins=64, axis=1),
+        "max_calibrator_pc": lambda: qkit.nn.MaxCalibrator(axis=1),
     }[kind]()
 
 
 KINDS = ["minmax", "minmax_pc", "ma_torch", "ma_oneflow", "ma_megengine", "ma_distiller_pc",
-         "histogram", "histogram_pc", "calibrator", "calibrator_numpy", "calibrator_pc"]
+         "histogram", "histogram_pc", "calibrator", "calibrator_numpy", "calibrator_pc",
+         "max_calibrator_pc"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -373,7 +389,7 @@ def test_state_dict_refusals(gen):
         _same(v, before[k])
 
 
-# ---- bad input --------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 
 def test_bad_input_errors_and_state_unchanged(gen):
     q = MinMaxObserver(ch_axis=1, qscheme=torch.per_channel_affine)
@@ -395,6 +411,10 @@ def test_bad_input_errors_and_state_unchanged(gen):
         MovingAverageMinMaxObserver(momentum=1.5)
     with pytest.raises(ValueError, match="bins"):
         HistogramObserver(bins=0)
+    with pytest.raises(ValueError, match="qscheme"):
+        MinMaxObserver(qscheme=torch.per_channel_affine_float_qparams)
+    with pytest.raises(ValueError, match="ch_axis"):
+        MinMaxObserver(ch_axis=1)  # per-tensor scheme
     with pytest.raises(RuntimeError):
         MinMaxObserver().calculate_qparams()  # no data yet
     x = torch.tensor([1.0, math.nan, -2.0, math.inf])
@@ -427,7 +447,7 @@ def test_float64_half_and_strided_inputs(gen):
     _same(h.max_val, x.half().max().float().reshape(1))
 
 
-# ---- in PyTorch's flows -----------------------------------------------------------------------------
+# ---- in PyTorch's flows --------------------------------------------------------------------------
 
 def test_observers_in_a_ptq_qconfig(gen):
     model = torch.nn.Sequential(tq.QuantStub(), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
@@ -443,3 +463,58 @@ def test_observers_in_a_ptq_qconfig(gen):
     assert isinstance(converted[1], torch.ao.nn.quantized.Conv2d)
     x = torch.randn(2, 3, 8, 8, generator=gen)
     assert (converted(x) - model(x)).abs().max().item() < 0.1
+
+
+def test_observer_ops_from_torchscript(gen):
+    @torch.jit.script
+    def observe(x: torch.Tensor, state: List[torch.Tensor]) -> List[torch.Tensor]:
+        return torch.ops.qkit.observer_observe(x, state, kind="minmax")
+
+    q = MinMaxObserver()
+    x = torch.randn(50, generator=gen)
+    new = observe(x, q._state())
+    q(x)
+    for t, name in zip(new, ["min_val", "max_val", "num_batches", "num_nonfinite"]):
+        _same(t, getattr(q, name))
+
+
+def test_per_group_minmax(gen):
+    # per group along axis 1, groups of 2 consecutive elements, one slot per (row, group)
+    q = MinMaxObserver(ch_axis=1, group_size=2, qscheme=torch.per_channel_affine)
+    xs = [torch.randn(4, 6, generator=gen) for _ in range(2)]
+    for x in xs:
+        q(x)
+    both = torch.stack(xs).reshape(2, 4, 3, 2)
+    _same(q.min_val, both.amin(dim=(0, 3)).reshape(-1))
+    _same(q.max_val, both.amax(dim=(0, 3)).reshape(-1))
+    assert q.calculate_qparams()[0].shape == (12,)
+
+
+def test_failed_commit_leaves_histogram_state_unchanged(gen):
+    h = HistogramObserver(bins=32)
+    h(torch.randn(100, generator=gen))
+    before = _state(h)
+    x = torch.randn(100, generator=gen) * 4
+    r = h.batch_range(x)
+    counts = h.batch_counts(x, r)
+    with pytest.raises(ValueError):
+        h.commit(r, counts[:-1])  # wrong number of counts
+    with pytest.raises(ValueError):
+        h.commit(r)  # a histogram needs counts
+    for k, v in h.state_dict().items():
+        _same(v, before[k])
+    h.commit(r, counts)
+    assert int(h.histogram.sum()) == 200
+
+
+def test_passive_state_dict_round_trip_and_refusal():
+    p = PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0)
+    p.set_qparams([0.5, 0.25, 2.0])
+    fresh = PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0)
+    fresh.load_state_dict(p.state_dict())
+    _same_state(p, fresh)
+    _same(fresh.calculate_qparams()[0], torch.tensor([0.5, 0.25, 2.0]))
+    bad = copy.copy(p.state_dict())
+    bad["scale"] = torch.tensor([0.5, -1.0, 2.0])
+    with pytest.raises(RuntimeError, match="invalid state"):
+        PassiveObserver(qscheme=torch.per_channel_symmetric, ch_axis=0).load_state_dict(bad)

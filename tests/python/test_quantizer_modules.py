@@ -60,6 +60,18 @@ def test_fused_path_equals_observe_then_quantize(observer, gen):
             _same(q.activation_post_process.state_dict()[k], v)
 
 
+def test_fake_quantize_with_a_torch_observer(gen):
+    q = qkit.nn.FakeQuantize(observer=tq.MinMaxObserver, quant_min=0, quant_max=255,
+                             dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    o = tq.MinMaxObserver(quant_min=0, quant_max=255, dtype=torch.quint8)
+    x = torch.randn(100, generator=gen)
+    y = q(x)
+    o(x)
+    s, z = o.calculate_qparams()
+    _same(q.scale, s)
+    _same(y, qkit.fake_quantize(x, s, z, quant_min=0, quant_max=255))
+
+
 def test_fake_quantize_toggles_set_qparams_and_state_dict(gen):
     q = qkit.nn.FakeQuantize(observer=qkit.nn.MovingAverageMinMaxObserver.with_args(
         averaging_constant=0.5), qscheme=torch.per_channel_affine, dtype=torch.quint8,
@@ -84,6 +96,8 @@ def test_fake_quantize_toggles_set_qparams_and_state_dict(gen):
                                    torch.tensor([1, 2, 3]), quant_min=0, quant_max=255, axis=0))
     q.disable_fake_quant()
     assert torch.equal(q(x), x)
+    q.enable_observer()
+    assert q(torch.empty(0, 10)).shape == (0, 10)  # an empty batch observes nothing
 
 
 def test_fake_quantize_with_oneflow_step_gate(gen):
@@ -185,3 +199,22 @@ def test_tensor_quantizer_learned_amax(gen):
     opt = torch.optim.SGD(tqz.parameters(), lr=0.01)
     opt.step()
     assert tqz.amax.item() != 2.0
+
+
+def test_tensor_quantizer_state_dicts(gen):
+    learned = qkit.nn.TensorQuantizer(amax=[1.0, 2.0], axis=0, learn_amax=True)
+    fresh = qkit.nn.TensorQuantizer(amax=[3.0, 3.0], axis=0, learn_amax=True)
+    fresh.load_state_dict(learned.state_dict())
+    _same(fresh.amax.detach(), torch.tensor([1.0, 2.0]))
+    h = qkit.nn.TensorQuantizer(calib_method="histogram", num_bins=128, if_calib=True,
+                                if_quant=False)
+    h(torch.randn(500, generator=gen))
+    h2 = qkit.nn.TensorQuantizer(calib_method="histogram", num_bins=128)
+    h2.load_state_dict(h.state_dict())  # the calibrator's histogram travels with it
+    _same(h2.calibrator.hist, h.calibrator.hist)
+    h.load_calib_amax("entropy")
+    h2.load_calib_amax("entropy")
+    _same(h2.amax, h.amax)
+    with pytest.raises(RuntimeError, match="expected one value per slot"):
+        qkit.nn.TensorQuantizer().load_state_dict(
+            qkit.nn.TensorQuantizer(amax=[1.0, 2.0], axis=0).state_dict())

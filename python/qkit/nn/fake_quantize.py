@@ -9,7 +9,7 @@ The observer is any qkit.nn observer (default :class:`MovingAverageMinMaxObserve
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 
 from .. import ops
@@ -122,8 +122,10 @@ class FakeQuantize(FakeQuantizeBase):
         return "clipped" if (self.compat_mask or self.in_place) else "clipped_recompute"
 
     def forward(self, x: Tensor, current_train_step: Optional[int] = None) -> Tensor:
-        if self.observer_enabled[0] == 1 and x.numel() > 0:
-            app = self.activation_post_process
+        app = self.activation_post_process
+        # Sync observers (qkit.distributed, `qkit_sync`) must enter their collectives on every
+        # rank, even with an empty local shard.
+        if self.observer_enabled[0] == 1 and (x.numel() > 0 or getattr(app, "qkit_sync", False)):
             if isinstance(app, ObserverBase):  # fused: observe + qparams in one op call
                 scale, zero_point = app.observe_and_calculate_qparams(x, current_train_step)
             else:

@@ -118,11 +118,11 @@ class ObserverBase(_TorchObserverBase):
         self.has_customized_qrange = quant_min is not None
         self.qscheme = qscheme
         self.reduce_range = reduce_range
+        if qscheme not in _PER_CHANNEL + (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise ValueError(f"qkit.nn.{name}: unsupported `qscheme`={qscheme} (per_tensor_"
+                             "affine / _symmetric, per_channel_affine / _symmetric)")
         if qscheme in _PER_CHANNEL:
             ch_axis = 0 if ch_axis is None else int(ch_axis)
-        elif ch_axis is not None and qscheme not in (torch.per_tensor_affine,
-                                                     torch.per_tensor_symmetric):
-            raise ValueError(f"qkit.nn.{name}: unsupported `qscheme`={qscheme}")
         elif ch_axis is not None:
             raise ValueError(f"qkit.nn.{name}: `ch_axis`={ch_axis} needs a per-channel "
                              f"qscheme, got {qscheme}")
@@ -358,6 +358,12 @@ class MovingAverageMinMaxObserver(ObserverBase):
         return dict(training=bool(self.training) or not self.gate_on_training,
                     current_train_step=int(current_train_step or 0))
 
+    def gate_open(self, current_train_step: Optional[Union[int, Tensor]] = None) -> bool:
+        """Whether an update would happen now (the core's GateOpen: training gate and step
+        gate); forward / commit with a closed gate change nothing."""
+        step = None if current_train_step is None else int(current_train_step)
+        return bool(_ops.observer_gate_open(**self._gate(step), **self._kw))
+
     def forward(self, x: Tensor, current_train_step: Optional[Union[int, Tensor]] = None
                 ) -> Tensor:
         if x.numel() == 0:
@@ -410,7 +416,8 @@ class HistogramCalibrator(ObserverBase):
     start_bin=128, percentile=99.99)`` -> float32[slots] (NaN for a slot that collected
     nothing) or None when nothing was collected. ``axis``: per-channel along that axis.
     Buffers: ``hist`` / ``edges`` (all slots concatenated) with ``hist_len`` / ``edges_len``,
-    ``edges_f64``, ``hist_num_bins`` (bins of the last histc), ``num_nonfinite``, ``num_dropped``."""
+    ``edges_f64``, ``hist_num_bins`` (bins of the last histc), ``num_nonfinite``,
+    ``num_dropped``."""
     _kind = "histogram_calibrator"
     needs_counts = True
     _state_spec = (("hist", _I64, 1), ("hist_len", _I64, 1), ("edges", _F64, 1),

@@ -2,7 +2,8 @@
 amax, learned amax) over qkit's ops: amax -> multiplier through ``qkit.ops.choose_qparams``
 (NVIDIA TensorQuantizer preset of docs/qparams.md: symmetric, kMultiplier, divisor quant_max,
 zero below eps 2^-24), fake quantization through ``qkit.ops.fake_quantize``, the max calibrator
-through ``qkit.ops.absmax`` and the histogram calibrator through :class:`HistogramCalibrator`.
+through :class:`MinMaxObserver` and ``qkit.ops.absmax``, the histogram calibrator through
+:class:`HistogramCalibrator`.
 """
 from typing import Any, Dict, List, Optional, Union
 
@@ -10,70 +11,32 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from .observers import HistogramCalibrator
+from .observers import HistogramCalibrator, MinMaxObserver
 
 __all__ = ["MaxCalibrator", "TensorQuantizer"]
 
 _NVIDIA_EPS = 2.0 ** -24
 
 
-class MaxCalibrator(nn.Module):
-    """NVIDIA MaxCalibrator: running max of |x| per tensor or along ``axis`` (qkit.ops.absmax
-    with the running value as accumulator; NaN / ±Inf skipped and counted). Buffers: ``amax``
-    (float32[slots], empty before the first batch), ``num_nonfinite``."""
+class MaxCalibrator(MinMaxObserver):
+    """NVIDIA MaxCalibrator: running max of |x| per tensor or along ``axis``. A
+    :class:`MinMaxObserver` (so it has the distributed protocol and its buffers); amax is the
+    core ``absmax`` of the running [min, max] per slot (NaN / ±Inf skipped and counted)."""
 
-    _version = 1
-
-    def __init__(self, axis: Optional[int] = None) -> None:
-        super().__init__()
+    def __init__(self, axis: Optional[int] = None, **kwargs: Any) -> None:
+        qscheme = torch.per_tensor_symmetric if axis is None else torch.per_channel_symmetric
+        super().__init__(dtype=torch.qint8, qscheme=qscheme, ch_axis=axis, **kwargs)
         self.axis = axis
-        self.register_buffer("amax", torch.zeros(0))
-        self.register_buffer("num_nonfinite", torch.zeros((), dtype=torch.int64))
 
-    @torch.no_grad()
     def collect(self, x: Tensor) -> None:
-        if x.numel() == 0:
-            return
-        acc = self.amax if self.amax.numel() > 0 else None
-        amax, skipped = ops.absmax(x.detach(), axis=self.axis, amax_acc=acc)
-        if self.amax.shape != amax.shape:
-            self.amax.resize_(amax.shape)
-        self.amax.copy_(amax)
-        self.num_nonfinite += skipped
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.collect(x)
-        return x
+        self.forward(x)
 
     def compute_amax(self) -> Optional[Tensor]:
-        return None if self.amax.numel() == 0 else self.amax.clone()
-
-    def reset(self) -> None:
-        with torch.no_grad():
-            self.amax.resize_(0)
-            self.num_nonfinite.zero_()
-
-    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str,
-                              local_metadata: Dict[str, Any], strict: bool,
-                              missing_keys: List[str], unexpected_keys: List[str],
-                              error_msgs: List[str]) -> None:
-        version = local_metadata.get("version", None)
-        if version != self._version:
-            error_msgs.append(f"qkit.nn.MaxCalibrator at '{prefix}': state_dict version "
-                              f"{version} is not supported (this qkit writes and reads version "
-                              f"{self._version})")
-            return
-        saved = state_dict.get(prefix + "amax")
-        if isinstance(saved, Tensor):
-            if saved.dim() != 1 or (self.axis is None and saved.numel() > 1):
-                error_msgs.append(f"qkit.nn.MaxCalibrator at '{prefix}': `amax` has shape "
-                                  f"{tuple(saved.shape)} in the state_dict, expected "
-                                  f"{'(0,) or (1,)' if self.axis is None else '(channels,)'}")
-                return
-            with torch.no_grad():
-                self.amax.resize_(saved.shape)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        """amax per slot (float32[slots]), or None when nothing was collected."""
+        if self.num_batches.numel() == 0:
+            return None
+        amax, _ = ops.absmax(torch.stack([self.min_val, self.max_val]), axis=1)
+        return amax
 
 
 class TensorQuantizer(nn.Module):
