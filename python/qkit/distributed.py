@@ -34,6 +34,7 @@ __all__ = [
     "SyncError",
     "SyncHistogramCalibrator",
     "SyncHistogramObserver",
+    "SyncMaxCalibrator",
     "SyncMinMaxObserver",
     "SyncMovingAverageMinMaxObserver",
     "convert_sync_observers",
@@ -434,30 +435,30 @@ SyncHistogramObserver = _sync_class("SyncHistogramObserver", _qnn.HistogramObser
 SyncHistogramCalibrator = _sync_class("SyncHistogramCalibrator", _qnn.HistogramCalibrator,
                                       _SyncMixin)
 
+SyncMaxCalibrator = _sync_class("SyncMaxCalibrator", _qnn.MaxCalibrator, _SyncMixin)
+
+# plain class -> Sync variant; subclasses of these get one made on first use (_sync_of)
 _SYNC_OF = {
     _qnn.MinMaxObserver: SyncMinMaxObserver,
     _qnn.MovingAverageMinMaxObserver: SyncMovingAverageMinMaxObserver,
     _qnn.HistogramObserver: SyncHistogramObserver,
     _qnn.HistogramCalibrator: SyncHistogramCalibrator,
+    _qnn.MaxCalibrator: SyncMaxCalibrator,
 }
+_SYNCABLE = tuple(_SYNC_OF)
+
+
+def _sync_of(cls: type) -> type:
+    """The Sync variant of a plain observer class (made and cached for user subclasses)."""
+    if cls not in _SYNC_OF:
+        mixin = (_SyncGateMixin if issubclass(cls, _qnn.MovingAverageMinMaxObserver)
+                 else _SyncMixin)
+        _SYNC_OF[cls] = _sync_class("Sync" + cls.__name__, cls, mixin)
+    return _SYNC_OF[cls]
 
 
 def _observers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _qnn.ObserverBase)]
-
-
-# Modules that keep rank-local statistics but implement no distributed protocol.
-_UNSUPPORTED = tuple(c for c in (getattr(_qnn, "MaxCalibrator", None),) if c is not None)
-
-
-def _reject_unsupported(model: nn.Module, caller: str) -> None:
-    bad = [_label(m, n) for n, m in model.named_modules() if isinstance(m, _UNSUPPORTED)]
-    if bad:
-        raise TypeError(
-            f"qkit.distributed.{caller}: {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''} "
-            "keep rank-local statistics but have no distributed protocol (batch_range / "
-            "commit), so they cannot be synchronised; use a histogram calibrator "
-            "(TensorQuantizer calib_method='histogram') or sync their amax yourself")
 
 
 def convert_sync_observers(module: nn.Module, group: Any = None,
@@ -471,7 +472,6 @@ def convert_sync_observers(module: nn.Module, group: Any = None,
     if sync not in _MODES:
         raise ValueError(f"qkit.distributed.convert_sync_observers: `sync`={sync!r} must be one "
                          f"of {_MODES}")
-    _reject_unsupported(module, "convert_sync_observers")
     for name, m in _observers(module):
         if isinstance(m, _SyncMixin):
             if m.pending_batches:
@@ -480,10 +480,9 @@ def convert_sync_observers(module: nn.Module, group: Any = None,
                                    "sync_observers first")
             m.group, m.sync = group, sync
         else:
-            target = _SYNC_OF.get(type(m))
-            if target is None:
+            if not isinstance(m, _SYNCABLE):
                 continue
-            m.__class__ = target
+            m.__class__ = _sync_of(type(m))
             m._qkit_init_sync(group, sync)
         m.qkit_name = name or None
     return module
@@ -511,10 +510,9 @@ def sync_observers(model: nn.Module, group: Any = None, *, check_state: bool = T
     docs/distributed.md); convert them with convert_sync_observers(model). Observers without
     statistics (PassiveObserver) are skipped. Every rank must call it (it is a collective).
     On failure (SyncError) no observer changed and the recorded batches are kept."""
-    _reject_unsupported(model, "sync_observers")
     obs = _observers(model)
     plain = [_label(m, n) for n, m in obs
-             if not isinstance(m, _SyncMixin) and isinstance(m, tuple(_SYNC_OF))]
+             if not isinstance(m, _SyncMixin) and isinstance(m, _SYNCABLE)]
     if plain:
         raise TypeError(
             "qkit.distributed.sync_observers: plain observers keep rank-local statistics that "
