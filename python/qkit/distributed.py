@@ -355,6 +355,18 @@ class _SyncMixin:
     def discard_pending(self) -> None:
         self._qkit_pending = []
 
+    # A recorded batch range was taken against the state of its time (the numpy-path
+    # calibrator's range depends on whether a slot already has a histogram); the state only
+    # ever gains data between recording and sync, which keeps it valid. reset() and
+    # load_state_dict() replace the state, so they drop what was recorded.
+    def reset(self) -> None:
+        self.discard_pending()
+        super().reset()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.discard_pending()
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _qkit_gate(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dict[str, Any]:
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}.forward: unexpected arguments "

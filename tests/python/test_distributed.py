@@ -504,3 +504,14 @@ def test_failed_commit_rolls_back_every_observer():
     with pytest.raises(RuntimeError, match="boom"):
         qd.sync_observers(m)
     assert _same(before, _bits(a.state_dict())) and m["a"].pending_batches == 1
+
+
+def test_reset_and_load_state_dict_drop_recorded_batches():
+    o = qd.SyncHistogramCalibrator(num_bins=8, torch_hist=False, sync="deferred")
+    o(torch.arange(5.0))
+    assert o.pending_batches == 1
+    o.reset()
+    assert o.pending_batches == 0
+    o(torch.arange(5.0))
+    o.load_state_dict(HistogramCalibrator(num_bins=8, torch_hist=False).state_dict())
+    assert o.pending_batches == 0
