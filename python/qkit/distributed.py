@@ -74,6 +74,10 @@ def _active(group: Any) -> bool:
                 f"qkit.distributed: `group`={group!r} was given but torch.distributed is not "
                 "initialised (call torch.distributed.init_process_group first)")
         return False
+    if group is not None and dist.get_rank(group) < 0:
+        raise RuntimeError(
+            f"qkit.distributed: rank {dist.get_rank()} is not a member of `group`={group!r}; "
+            "only the group's ranks may sync observers on it")
     return dist.get_world_size(group) > 1
 
 
