@@ -180,6 +180,15 @@ def _disagree(world, rank, results):
         results["layout_err"] = None
     except qd.SyncError as e:
         results["layout_err"] = str(e)
+    # a group this rank is not in; a one-rank group (rank 0) observes locally
+    solo = dist.new_group([0])
+    o = qd.SyncMinMaxObserver(group=solo)
+    try:
+        o(torch.arange(3.0))
+        results["member_err"] = None
+    except RuntimeError as e:
+        results["member_err"] = str(e)
+    results["solo_state"] = _bits(o.state_dict())
 
 
 def _ddp(world, rank, results):
@@ -381,6 +390,12 @@ def test_diverged_states_fail_on_every_rank(world2):
         assert "SyncMinMaxObserver 'a'" in d["state_err"]
         assert d["state_unchanged"] and d["pending_kept"]
         assert d["layout_err"] is not None and "disagree" in d["layout_err"]
+    assert world2[0]["member_err"] is None
+    assert "rank 1 is not a member of `group`" in world2[1]["member_err"]
+    plain = MinMaxObserver()
+    plain(torch.arange(3.0))
+    assert _same(world2[0]["solo_state"], _bits(plain.state_dict()))
+    assert not _same(world2[1]["solo_state"], _bits(plain.state_dict()))  # unchanged (empty)
 
 
 def test_ddp_broadcast_buffers(world2):
