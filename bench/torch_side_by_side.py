@@ -3,8 +3,11 @@
 
     /usr/bin/python3 bench/torch_side_by_side.py [--sizes 1M,64M] [--threads 1,2] [--reps N]
 
-Rows (phase 1): fake quant per tensor and per channel, forward and forward+backward, and the
-learnable (LSQ+) fake quant forward+backward; each at every size and thread count
+Rows: the fused observer + fake quant (qkit.nn.FakeQuantize's fused path against
+torch.fused_moving_avg_obs_fake_quant), forward and forward+backward; HistogramObserver forward
+(qkit.nn.HistogramObserver, 2048 bins, against torch.ao.quantization.HistogramObserver; both
+re-observe batches inside their range); fake quant per tensor and per channel, forward and
+forward+backward, and the learnable (LSQ+) fake quant forward+backward; each at every size and thread count
 (torch.set_num_threads, which qkit's ops follow). Both sides compute the same numbers:
 qkit runs with PyTorch's options (x * f32(1/s), round half to even, NaN -> quant_min; the
 learnable op with ``fused`` set to match torch's kernel build). Times are medians of --reps
@@ -71,7 +74,31 @@ def rows(n, gen):
             f().backward(dy)
         return run
 
+    # Fused observe + fake quant: PyTorch's fused_moving_avg_obs_fake_quant (moving average,
+    # per-tensor affine) against qkit.nn.FakeQuantize's fused path with the same options.
+    fq_q = qkit.nn.FakeQuantize(quant_min=QMIN, quant_max=QMAX, dtype=torch.qint8,
+                                qscheme=torch.per_tensor_affine, averaging_constant=0.01,
+                                **torch_opts)
+    on = torch.tensor([1], dtype=torch.long)
+    t_min, t_max = torch.tensor(float("inf")), torch.tensor(float("-inf"))
+    t_scale, t_zp = torch.tensor([1.0]), torch.tensor([0], dtype=torch.int32)
+    # Histogram observers (qkit: MegEngine's L2-search histogram, exact int64 counts; torch:
+    # torch.ao.quantization.HistogramObserver), 2048 bins, repeated batches in range.
+    h_q = qkit.nn.HistogramObserver(bins=2048)
+    h_t = torch.ao.quantization.HistogramObserver(bins=2048)
+
     return [
+        ("fused observer+fake_quant fwd",
+         lambda: fq_q(x),
+         lambda: torch.fused_moving_avg_obs_fake_quant(x, on, on, t_min, t_max, t_scale, t_zp,
+                                                       0.01, QMIN, QMAX, 0, False, False)),
+        ("fused observer+fake_quant fwd+bwd",
+         fwd_bwd(lambda: fq_q(xg)),
+         fwd_bwd(lambda: torch.fused_moving_avg_obs_fake_quant(
+             xg, on, on, t_min, t_max, t_scale, t_zp, 0.01, QMIN, QMAX, 0, False, False))),
+        ("HistogramObserver forward",
+         lambda: h_q(x),
+         lambda: h_t(x)),
         ("fake_quant per tensor fwd",
          lambda: qkit.fake_quantize(x, scale, zp_f, **torch_opts),
          lambda: torch.fake_quantize_per_tensor_affine(x, 0.02, 0, QMIN, QMAX)),

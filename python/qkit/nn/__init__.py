@@ -2,5 +2,11 @@
 ``torch.ops.qkit``."""
 from .fake_quantize import FakeQuantize, RunningMinMaxObserver
 from .learned import LSQ, PACT, TQT, LearnedClip
+from .observers import (HistogramCalibrator, HistogramObserver, MinMaxObserver,
+                        MovingAverageMinMaxObserver, ObserverBase, PassiveObserver, RangeStats)
+from .tensor_quantizer import MaxCalibrator, TensorQuantizer
 
-__all__ = ["FakeQuantize", "LSQ", "LearnedClip", "PACT", "RunningMinMaxObserver", "TQT"]
+__all__ = ["FakeQuantize", "HistogramCalibrator", "HistogramObserver", "LSQ", "LearnedClip",
+           "MaxCalibrator", "MinMaxObserver", "MovingAverageMinMaxObserver", "ObserverBase",
+           "PACT", "PassiveObserver", "RangeStats", "RunningMinMaxObserver", "TQT",
+           "TensorQuantizer"]
