@@ -64,7 +64,7 @@ def _minmax(bits: int) -> nn.Module:
 
 
 METHODS: List[Method] = [
-    Method("minmax", "min/max", "running min / max (all five systems)", "RunningMinMaxObserver",
+    Method("minmax", "min/max", "running min / max (all five systems)", "MinMaxObserver",
            _minmax, _calculate),
     Method("moving_average", "moving average", "PyTorch / Horizon EMA, c = 0.01",
            "MovingAverageMinMaxObserver",

@@ -24,8 +24,10 @@ def format_table(res: Dict) -> str:
     lines.append(f"float accuracy: {res['float_accuracy']:.2f} %")
     lines.append("")
     bits = cfg["ptq_bits"]
+    inp = ("image input: min/max" if cfg.get("input_calibration", "minmax") == "minmax"
+           else "image input: the method too")
     lines.append("post-training quantization, test accuracy % (weights: symmetric min/max per "
-                 "tensor / per channel; activations: the method)")
+                 f"tensor / per channel; activations: the method; {inp})")
     head = f"{'method':<18}" + "".join(f" W{b}A{b} tensor W{b}A{b} channel" for b in bits)
     head += "  calib s"
     lines.append(head)
