@@ -104,7 +104,10 @@ def test_json(demo):
                 assert all(s > 0 and np.isfinite(s) for s in q["scale"])
                 assert all(q["quant_min"] <= z <= q["quant_max"] for z in q["zero_point"])
             assert w["zero_point"] == [0] * n            # symmetric weights
-            assert a["zero_point"] == [0]                 # non-negative activations
+        # min/max on ReLU outputs (and the [0, 1] image): the range starts at 0, zero point 0.
+        # (MegEngine's L2 histogram may widen its range below 0 by half a slack: not checked.)
+        if "/minmax/" in key:
+            assert all(layers[n]["input"]["zero_point"] == [0] for n in WEIGHT_LAYERS)
 
 
 # ---- an independent evaluation of the exported graphs ----------------------------------------

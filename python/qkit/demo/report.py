@@ -95,7 +95,7 @@ def plot_ranges(path: str, values: torch.Tensor, layer: str,
     import matplotlib.pyplot as plt
 
     v = values.reshape(-1).numpy()
-    fig, axes = plt.subplots(len(ranges), 1, figsize=(9, 3.2 * len(ranges)), squeeze=False)
+    fig, axes = plt.subplots(len(ranges), 1, figsize=(11, 3.2 * len(ranges)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (bits, by_method) in zip(axes[:, 0], sorted(ranges.items(), reverse=True)):
         ax.hist(v, bins=200, color="0.6", log=True)
@@ -106,7 +106,7 @@ def plot_ranges(path: str, values: torch.Tensor, layer: str,
                      f"{bits}-bit")
         ax.set_xlabel("activation value")
         ax.set_ylabel("count (log)")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
