@@ -205,3 +205,7 @@ def test_cli_rejects_bad_arguments(capsys, tmp_path):
     assert main(["--methods", "minmax,bogus", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "unknown method(s) ['bogus']" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert main(["--out", str(not_a_dir), "--no-progress"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err

@@ -402,6 +402,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      input_calibration=a.input_calibration,
                      methods=None if a.methods is None else [s.strip() for s in
                                                              a.methods.split(",") if s.strip()])
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        print(f"error: --out {a.out!r} exists and is not a directory", file=sys.stderr)
+        return 2
     try:
         res = run_demo(cfg, a.out)
     except ValueError as e:
