@@ -32,8 +32,8 @@ class DemoConfig:
     epochs: int = 40                # float training
     batch_size: int = 32
     lr: float = 3e-3
-    qat_epochs: int = 15
-    qat_lr: float = 5e-4
+    qat_epochs: int = 20
+    qat_lr: float = 1e-3
     calib_batches: int = 8          # calibration: the first calib_batches * calib_batch_size
     calib_batch_size: int = 64      #   training images
     ptq_bits: Sequence[int] = (8, 4, 2)
