@@ -102,13 +102,15 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 inline constexpr size_t kHistIdxBlock = 512;
-inline constexpr size_t kHistPrefetchAhead = 2 * kHistIdxBlock;  // 4 KiB ahead
-// A block whose lean pass left more than kHistFullAfter of its elements to the scalar rule
-// makes the next kHistFullBlocks blocks take the full pass (out-of-range, non-finite and
-// skipped-zero lanes binned in SIMD), e.g. for data mostly outside the range or with many
-// zeros under skip_zeros.
-inline constexpr size_t kHistFullAfter = kHistIdxBlock / 32;
-inline constexpr size_t kHistFullBlocks = 64;
+inline constexpr size_t kHistPrefetchAhead = 4 * kHistIdxBlock;  // 8 KiB ahead
+// A block whose lean pass left more than kHistFullAfter out-of-range, non-finite or skipped-zero
+// elements to the scalar rule (~40 cycles each, while the full pass costs ~0.25 cycle per
+// element) makes the next blocks take the full pass, which bins those in SIMD (data mostly
+// outside the range, many zeros under skip_zeros): kHistFullBlocks of them, doubling up to
+// kHistFullBlocksMax while the lean retries keep failing.
+inline constexpr size_t kHistFullAfter = 4;
+inline constexpr size_t kHistFullBlocks = 16;
+inline constexpr size_t kHistFullBlocksMax = 1024;
 
 #if HWY_ARCH_X86 && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128
 inline constexpr bool kHistRawTrunc = true;
@@ -141,7 +143,8 @@ HWY_INLINE hn::Vec<DI> HistTrunc(DI di, VF t) {
 }
 
 // Bin indices of x[0, n) (n <= kHistIdxBlock) for slot s into idx ([0, nbins + 3), see
-// HistBinScalar). Returns how many elements were left to the scalar rule.
+// HistBinScalar). Returns how many of the elements left to the scalar rule were not counted in
+// a bin (out of range, non-finite, skipped zero).
 //
 // kFull = false (lean pass): a lane keeps its SIMD bin only if it is an ordinary counted value
 // whose bin the SIMD formula gives for sure; every other lane (outside the range, NaN, ±Inf, a
@@ -219,7 +222,7 @@ HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const inte
     if constexpr (kNumpy || !kFull) b = hn::IfThenElse(hn::RebindMask(di, good), b, vredo);
     hn::StoreU(b, di, idx + j);
   }
-  size_t redone = 0;
+  size_t uncounted = 0;
   if constexpr (kNumpy || !kFull) {
     // Lanes marked -1 (sign bit set): the full scalar rule. Groups of four vectors are tested at
     // once; their set lanes are found from the sign bits.
@@ -227,7 +230,7 @@ HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const inte
     auto redo_lane = [&](size_t l) {
       const float v = abs_input ? std::fabs(x[l]) : x[l];
       idx[l] = internal::HistBinScalar(v, s, kMode, skip_zeros);
-      ++redone;
+      uncounted += idx[l] >= s.nbins ? 1 : 0;
     };
     auto redo_vector = [&](size_t k) {
       if (hn::AllFalse(di, hn::Lt(hn::LoadU(di, idx + k), vneg))) return;
@@ -237,8 +240,9 @@ HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const inte
     };
     size_t k = 0;
     for (; k + 4 * N <= j; k += 4 * N) {
-      const auto any = hn::Or(hn::Or(hn::LoadU(di, idx + k), hn::LoadU(di, idx + k + N)),
-                              hn::Or(hn::LoadU(di, idx + k + 2 * N), hn::LoadU(di, idx + k + 3 * N)));
+      const auto any =
+          hn::Or(hn::Or(hn::LoadU(di, idx + k), hn::LoadU(di, idx + k + N)),
+                 hn::Or(hn::LoadU(di, idx + k + 2 * N), hn::LoadU(di, idx + k + 3 * N)));
       if (hn::AllFalse(di, hn::Lt(any, vneg))) continue;
       for (size_t q = 0; q < 4; ++q) redo_vector(k + q * N);
     }
@@ -248,7 +252,7 @@ HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const inte
     const float v = abs_input ? std::fabs(x[j]) : x[j];
     idx[j] = internal::HistBinScalar(v, s, kMode, skip_zeros);
   }
-  return redone;
+  return uncounted;
 }
 
 template <internal::HistMode kMode>
@@ -262,21 +266,16 @@ HWY_INLINE void HistCountRun(const float* HWY_RESTRICT x, size_t n, const intern
   uint32_t* h2 = h1 + stride;
   uint32_t* h3 = h2 + stride;
   size_t full_blocks = 0;  // blocks left to take the full pass
+  size_t backoff = kHistFullBlocks;
   for (size_t i = 0; i < n; i += kHistIdxBlock) {
     const size_t m = std::min(kHistIdxBlock, n - i);
-    // Software prefetch a few blocks ahead: the scattered increments keep the core busy, and
-    // the hardware prefetcher alone does not keep up once x streams from DRAM.
-    if (i + kHistPrefetchAhead + kHistIdxBlock <= n) {
-      const float* p = x + i + kHistPrefetchAhead;
-      for (size_t j = 0; j < kHistIdxBlock; j += 64) {
-        hwy::Prefetch(p + j);
-        hwy::Prefetch(p + j + 16);
-        hwy::Prefetch(p + j + 32);
-        hwy::Prefetch(p + j + 48);
-      }
-    } else if (i + kHistPrefetchAhead < n) {
-      for (size_t j = i + kHistPrefetchAhead; j < n; j += 16) hwy::Prefetch(x + j);
-    }
+    // Software prefetch of the block kHistPrefetchAhead elements ahead, one line per 16
+    // increments of the counting loop below: spread over the block, the requests keep the
+    // memory pipeline busy while the core is in the scattered increments (issued in one burst,
+    // or left to the hardware prefetcher, x streams from DRAM at about half the speed). Near
+    // the end, the current block is "prefetched" instead (in range, already cached).
+    const float* pf =
+        x + (i + kHistPrefetchAhead + kHistIdxBlock <= n ? i + kHistPrefetchAhead : i);
     if (s.wide) {
       for (size_t j = 0; j < m; ++j) {
         const float v = args.abs_input ? std::fabs(x[i + j]) : x[i + j];
@@ -287,10 +286,14 @@ HWY_INLINE void HistCountRun(const float* HWY_RESTRICT x, size_t n, const intern
       --full_blocks;  // then try the lean pass again
     } else if (HistBinBlock<kMode, false>(x + i, m, s, args.abs_input, args.skip_zeros, idx) >
                kHistFullAfter) {
-      full_blocks = kHistFullBlocks;
+      full_blocks = backoff;
+      backoff = std::min(2 * backoff, kHistFullBlocksMax);
+    } else {
+      backoff = kHistFullBlocks;
     }
     size_t k = 0;
     for (; k + 16 <= m; k += 16) {
+      hwy::Prefetch(pf + k);
       const int32_t* q = idx + k;
       ++h0[q[0]];
       ++h1[q[1]];
