@@ -210,10 +210,14 @@ HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const inte
         const auto other =
             hn::IfThenElse(hn::RebindMask(di, hn::Le(hn::Abs(v), vflt_max)), vout, vnonfinite);
         b = hn::IfThenElse(hn::RebindMask(di, in), b, other);
-        if (skip_zeros) b = hn::IfThenElse(hn::RebindMask(di, hn::Eq(v, vzero)), vzero_bin, b);
+        auto redo = in;  // kNumpy: only near-integer in-range lanes (not skipped zeros)
+        if (skip_zeros) {
+          const auto zero = hn::Eq(v, vzero);
+          b = hn::IfThenElse(hn::RebindMask(di, zero), vzero_bin, b);
+          redo = hn::AndNot(zero, redo);
+        }
         if constexpr (kNumpy) {
-          // Only near-integer in-range lanes are redone.
-          good = hn::Not(hn::And(in, hn::Lt(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin)));
+          good = hn::Not(hn::And(redo, hn::Lt(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin)));
         }
       } else if (skip_zeros) {
         good = hn::AndNot(hn::Eq(v, vzero), good);
