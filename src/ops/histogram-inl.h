@@ -1,8 +1,9 @@
 // Per-target body of the histogram op: bin indices of one contiguous float32 block computed
-// with SIMD into a small int32 buffer, then counted with scalar increments spread over
-// several sub-histograms (consecutive elements go to different copies, so repeated bins do
-// not form a store-to-load dependency chain). Each thread owns its sub-histograms; the .cc
-// sums them (exact integers, so the result does not depend on the thread count).
+// with SIMD into a small int32 buffer (rare lanes, e.g. kNumpy's near-edge ones, are marked and
+// recomputed by the scalar rule), then counted with scalar increments spread over several
+// sub-histograms (consecutive elements go to different copies, so repeated bins do not form a
+// store-to-load dependency chain). Each thread owns its sub-histograms; the .cc sums them
+// (exact integers, so the result does not depend on the thread count).
 
 // ---- target-independent part (normal include guard) ----------------------------------------
 #ifndef QKIT_SRC_OPS_HISTOGRAM_SHARED_H_
@@ -90,6 +91,8 @@ inline int32_t HistBinScalar(float v, const HistSlotK& s, HistMode mode, bool sk
 #define QKIT_SRC_OPS_HISTOGRAM_INL_H_
 #endif
 
+#include <cfloat>
+
 #include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
@@ -99,20 +102,75 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 inline constexpr size_t kHistIdxBlock = 512;
-inline constexpr size_t kHistPrefetchAhead = 2 * kHistIdxBlock;  // 4 KiB ahead
+inline constexpr size_t kHistPrefetchAhead = 4 * kHistIdxBlock;  // 8 KiB ahead
+// A block whose lean pass left more than kHistFullAfter out-of-range, non-finite or skipped-zero
+// elements to the scalar rule (~40 cycles each, while the full pass costs ~0.25 cycle per
+// element) makes the next blocks take the full pass, which bins those in SIMD (data mostly
+// outside the range, many zeros under skip_zeros): kHistFullBlocks of them, doubling up to
+// kHistFullBlocksMax while the lean retries keep failing.
+inline constexpr size_t kHistFullAfter = 4;
+inline constexpr size_t kHistFullBlocks = 16;
+inline constexpr size_t kHistFullBlocksMax = 1024;
 
-// Bin indices of x[0, n) (n <= kHistIdxBlock) for slot s into idx.
-template <internal::HistMode kMode>
-HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const internal::HistSlotK& s,
-                             bool abs_input, bool skip_zeros, int32_t* HWY_RESTRICT idx) {
+#if HWY_ARCH_X86 && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128
+inline constexpr bool kHistRawTrunc = true;
+#else
+inline constexpr bool kHistRawTrunc = false;
+#endif
+
+// trunc(t) as int32 where t is in [0, 2^24]; other lanes give an unspecified value (they are
+// overwritten). On x86 that is the raw truncating conversion (one instruction; hn::ConvertTo
+// adds an overflow fix-up); elsewhere the lanes that are not counted must be zeroed first.
+template <class DI, class VF>
+HWY_INLINE hn::Vec<DI> HistTrunc(DI di, VF t) {
+#if HWY_ARCH_X86 && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128
+  if constexpr (sizeof(t.raw) == 16) {
+    return hn::Vec<DI>{_mm_cvttps_epi32(t.raw)};
+#if HWY_TARGET <= HWY_AVX2
+  } else if constexpr (sizeof(t.raw) == 32) {
+    return hn::Vec<DI>{_mm256_cvttps_epi32(t.raw)};
+#endif
+#if HWY_TARGET <= HWY_AVX3
+  } else if constexpr (sizeof(t.raw) == 64) {
+    return hn::Vec<DI>{_mm512_cvttps_epi32(t.raw)};
+#endif
+  } else {
+    return hn::ConvertTo(di, t);
+  }
+#else
+  return hn::ConvertTo(di, t);
+#endif
+}
+
+// Bin indices of x[0, n) (n <= kHistIdxBlock) for slot s into idx ([0, nbins + 3), see
+// HistBinScalar). Returns how many of the elements left to the scalar rule were not counted in
+// a bin (out of range, non-finite, skipped zero).
+//
+// kFull = false (lean pass): a lane keeps its SIMD bin only if it is an ordinary counted value
+// whose bin the SIMD formula gives for sure; every other lane (outside the range, NaN, ±Inf, a
+// skipped zero, and for kNumpy any t within numpy_margin of an integer, the only lanes where
+// np.histogram's one-step edge correction can fire, see histogram.cc: NumpySafeMargin) is
+// marked -1 and recomputed by the scalar rule (internal::HistBinScalar, identical operations).
+// For kNumpy the lean pass tests the range on t itself: a t in (0, nb) at least numpy_margin
+// from every integer implies lo < x < hi (t is non-decreasing in x; x < lo gives t <= 0, and
+// x > hi gives t >= t(hi), which lies above nb - numpy_margin by the same bound that makes the
+// margin safe).
+// kFull = true: out-of-range, non-finite and skipped-zero lanes get their bins in SIMD; only
+// kNumpy's near-integer lanes are recomputed.
+template <internal::HistMode kMode, bool kFull>
+HWY_INLINE size_t HistBinBlock(const float* HWY_RESTRICT x, size_t n, const internal::HistSlotK& s,
+                               bool abs_input, bool skip_zeros, int32_t* HWY_RESTRICT idx) {
+  constexpr bool kNumpy = kMode == internal::HistMode::kNumpy;
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const size_t N = hn::Lanes(df);
+  const auto vzero = hn::Zero(df);
   const auto vlo = hn::Set(df, s.lo);
   const auto vhi = hn::Set(df, s.hi);
   const auto vrange = hn::Set(df, s.range);
   const auto vnb = hn::Set(df, s.nb);
   const auto vnorm = hn::Set(df, s.norm);
+  const auto vflt_max = hn::Set(df, FLT_MAX);
   const auto vlast = hn::Set(di, s.nbins - 1);
   const auto vout = hn::Set(di, s.nbins);
   const auto vnonfinite = hn::Set(di, s.nbins + 1);
@@ -123,7 +181,6 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
   for (; j + N <= n; j += N) {
     auto v = hn::LoadU(df, x + j);
     if (abs_input) v = hn::Abs(v);
-    const auto in = hn::And(hn::Ge(v, vlo), hn::Le(v, vhi));  // false for NaN
     const auto d = hn::Sub(v, vlo);
     decltype(v) t;
     if constexpr (kMode == internal::HistMode::kMulDiv) {
@@ -131,75 +188,133 @@ HWY_INLINE void HistBinBlock(const float* HWY_RESTRICT x, size_t n, const intern
     } else if constexpr (kMode == internal::HistMode::kDivMul) {
       t = hn::Mul(hn::Div(d, vrange), vnb);
     } else {
-      t = hn::Min(hn::Mul(d, vnorm), vnb);
+      t = hn::Mul(d, vnorm);
     }
-    // Zero the lanes that are not counted before converting (conversion of NaN / huge values
-    // is not defined on every target).
-    t = hn::IfThenElseZero(in, t);
-    auto b = hn::Min(hn::ConvertTo(di, t), vlast);
-    if constexpr (kMode == internal::HistMode::kNumpy) {
-      // np.histogram's one-step correction against the float32 edges can only fire for lanes
-      // whose t is within numpy_margin of an integer (or at the last bin's end). Those lanes
-      // are marked -1 here and recomputed by the scalar rule after the loop; all others keep
-      // trunc(t), which is then provably the corrected bin.
-      const auto near = hn::Lt(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin);
-      b = hn::IfThenElse(hn::RebindMask(di, hn::And(in, near)), vredo, b);
-    }
-    const auto other = hn::IfThenElse(hn::RebindMask(di, hn::IsFinite(v)), vout, vnonfinite);
-    b = hn::IfThenElse(hn::RebindMask(di, in), b, other);
-    if (skip_zeros) b = hn::IfThenElse(hn::RebindMask(di, hn::Eq(v, hn::Zero(df))), vzero_bin, b);
-    hn::StoreU(b, di, idx + j);
-  }
-  if constexpr (kMode == internal::HistMode::kNumpy) {
-    // Lanes marked -1: the full scalar rule (with the edge correction, identical operations).
-    const auto zero = hn::Zero(di);
-    for (size_t k = 0; k < j; k += N) {
-      if (hn::AllFalse(di, hn::Lt(hn::LoadU(di, idx + k), zero))) continue;
-      for (size_t l = k; l < k + N; ++l) {
-        if (idx[l] >= 0) continue;
-        const float v = abs_input ? std::fabs(x[l]) : x[l];
-        idx[l] = internal::HistBinScalar(v, s, kMode, skip_zeros);
+    hn::Mask<decltype(df)> good;  // lanes whose bin is b (or, in the full pass, set below)
+    hn::Vec<decltype(di)> b;
+    if constexpr (kNumpy && !kFull) {
+      // Out-of-range t is clamped onto 0 or nb, integers, so such lanes fail the "far from an
+      // integer" test; NaN lanes fail it whatever the clamp does with them.
+      t = hn::Max(hn::Min(t, vnb), vzero);
+      good = hn::Ge(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin);
+      if (skip_zeros) good = hn::AndNot(hn::Eq(v, vzero), good);
+      if constexpr (!kHistRawTrunc) t = hn::IfThenElseZero(good, t);
+      b = HistTrunc(di, t);  // in [0, nbins) on the good lanes
+    } else {
+      const auto in = hn::And(hn::Ge(v, vlo), hn::Le(v, vhi));  // false for NaN
+      if constexpr (kNumpy) t = hn::Min(t, vnb);  // x - lo overflowing to +inf
+      if constexpr (!kHistRawTrunc || kFull) t = hn::IfThenElseZero(in, t);
+      b = hn::Min(HistTrunc(di, t), vlast);
+      good = in;
+      if constexpr (kFull) {
+        const auto other =
+            hn::IfThenElse(hn::RebindMask(di, hn::Le(hn::Abs(v), vflt_max)), vout, vnonfinite);
+        b = hn::IfThenElse(hn::RebindMask(di, in), b, other);
+        auto redo = in;  // kNumpy: only near-integer in-range lanes (not skipped zeros)
+        if (skip_zeros) {
+          const auto zero = hn::Eq(v, vzero);
+          b = hn::IfThenElse(hn::RebindMask(di, zero), vzero_bin, b);
+          redo = hn::AndNot(zero, redo);
+        }
+        if constexpr (kNumpy) {
+          good = hn::Not(hn::And(redo, hn::Lt(hn::Abs(hn::Sub(t, hn::Round(t))), vmargin)));
+        }
+      } else if (skip_zeros) {
+        good = hn::AndNot(hn::Eq(v, vzero), good);
       }
     }
+    if constexpr (kNumpy || !kFull) b = hn::IfThenElse(hn::RebindMask(di, good), b, vredo);
+    hn::StoreU(b, di, idx + j);
+  }
+  size_t uncounted = 0;
+  if constexpr (kNumpy || !kFull) {
+    // Lanes marked -1 (sign bit set): the full scalar rule. Groups of four vectors are tested at
+    // once; their set lanes are found from the sign bits.
+    const auto vneg = hn::Zero(di);
+    auto redo_lane = [&](size_t l) {
+      const float v = abs_input ? std::fabs(x[l]) : x[l];
+      idx[l] = internal::HistBinScalar(v, s, kMode, skip_zeros);
+      uncounted += idx[l] >= s.nbins ? 1 : 0;
+    };
+    auto redo_vector = [&](size_t k) {
+      if (hn::AllFalse(di, hn::Lt(hn::LoadU(di, idx + k), vneg))) return;
+      for (size_t l = k; l < k + N; ++l) {
+        if (idx[l] < 0) redo_lane(l);
+      }
+    };
+    size_t k = 0;
+    for (; k + 4 * N <= j; k += 4 * N) {
+      const auto any =
+          hn::Or(hn::Or(hn::LoadU(di, idx + k), hn::LoadU(di, idx + k + N)),
+                 hn::Or(hn::LoadU(di, idx + k + 2 * N), hn::LoadU(di, idx + k + 3 * N)));
+      if (hn::AllFalse(di, hn::Lt(any, vneg))) continue;
+      for (size_t q = 0; q < 4; ++q) redo_vector(k + q * N);
+    }
+    for (; k < j; k += N) redo_vector(k);
   }
   for (; j < n; ++j) {
     const float v = abs_input ? std::fabs(x[j]) : x[j];
     idx[j] = internal::HistBinScalar(v, s, kMode, skip_zeros);
   }
+  return uncounted;
 }
 
 template <internal::HistMode kMode>
 HWY_INLINE void HistCountRun(const float* HWY_RESTRICT x, size_t n, const internal::HistSlotK& s,
-                             const internal::HistArgs& args, uint32_t* HWY_RESTRICT local) {
+                             const internal::HistArgs& args, uint32_t* local) {
   alignas(64) int32_t idx[kHistIdxBlock];
-  uint32_t* h0 = local + s.local_offset;
+  // Consecutive elements go to sub-histograms 0, 1, 2, 3 (all the same one when subs == 1).
+  const int64_t stride = args.subs == 4 ? s.sub_stride : 0;
+  uint32_t* h0 = local + s.local_offset;  // not restrict: equal when subs == 1
+  uint32_t* h1 = h0 + stride;
+  uint32_t* h2 = h1 + stride;
+  uint32_t* h3 = h2 + stride;
+  size_t full_blocks = 0;  // blocks left to take the full pass
+  size_t backoff = kHistFullBlocks;
   for (size_t i = 0; i < n; i += kHistIdxBlock) {
     const size_t m = std::min(kHistIdxBlock, n - i);
-    // Software prefetch a few blocks ahead: the scattered increments keep the core busy, and
-    // the hardware prefetcher alone does not keep up once x streams from DRAM.
-    if (i + kHistPrefetchAhead < n) {
-      const size_t end = std::min(n, i + kHistPrefetchAhead + kHistIdxBlock);
-      for (size_t j = i + kHistPrefetchAhead; j < end; j += 16) hwy::Prefetch(x + j);
-    }
+    // Software prefetch of the block kHistPrefetchAhead elements ahead, one line per 16
+    // increments of the counting loop below: spread over the block, the requests keep the
+    // memory pipeline busy while the core is in the scattered increments (issued in one burst,
+    // or left to the hardware prefetcher, x streams from DRAM at about half the speed). Near
+    // the end, the current block is "prefetched" instead (in range, already cached).
+    const float* pf =
+        x + (i + kHistPrefetchAhead + kHistIdxBlock <= n ? i + kHistPrefetchAhead : i);
     if (s.wide) {
       for (size_t j = 0; j < m; ++j) {
         const float v = args.abs_input ? std::fabs(x[i + j]) : x[i + j];
         idx[j] = internal::HistBinScalar(v, s, kMode, args.skip_zeros);
       }
+    } else if (full_blocks > 0) {
+      HistBinBlock<kMode, true>(x + i, m, s, args.abs_input, args.skip_zeros, idx);
+      --full_blocks;  // then try the lean pass again
+    } else if (HistBinBlock<kMode, false>(x + i, m, s, args.abs_input, args.skip_zeros, idx) >
+               kHistFullAfter) {
+      full_blocks = backoff;
+      backoff = std::min(2 * backoff, kHistFullBlocksMax);
     } else {
-      HistBinBlock<kMode>(x + i, m, s, args.abs_input, args.skip_zeros, idx);
+      backoff = kHistFullBlocks;
     }
     size_t k = 0;
-    if (args.subs == 4) {
-      uint32_t* h1 = h0 + s.sub_stride;
-      uint32_t* h2 = h1 + s.sub_stride;
-      uint32_t* h3 = h2 + s.sub_stride;
-      for (; k + 4 <= m; k += 4) {
-        ++h0[idx[k]];
-        ++h1[idx[k + 1]];
-        ++h2[idx[k + 2]];
-        ++h3[idx[k + 3]];
-      }
+    for (; k + 16 <= m; k += 16) {
+      hwy::Prefetch(pf + k);
+      const int32_t* q = idx + k;
+      ++h0[q[0]];
+      ++h1[q[1]];
+      ++h2[q[2]];
+      ++h3[q[3]];
+      ++h0[q[4]];
+      ++h1[q[5]];
+      ++h2[q[6]];
+      ++h3[q[7]];
+      ++h0[q[8]];
+      ++h1[q[9]];
+      ++h2[q[10]];
+      ++h3[q[11]];
+      ++h0[q[12]];
+      ++h1[q[13]];
+      ++h2[q[14]];
+      ++h3[q[15]];
     }
     for (; k < m; ++k) ++h0[idx[k]];
   }

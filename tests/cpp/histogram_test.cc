@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -396,6 +397,159 @@ TEST_P(HistogramTest, FoldsIntoTheCountsPassedIn) {
   Histogram(TensorView::Vector(x.data(), 0), ParamLayout::PerTensor(), &slot, HistogramOptions{},
             counts.data(), &sk, Context{1});
   EXPECT_EQ(counts, (std::vector<int64_t>{11, 22}));
+}
+
+// The SIMD body has a lean pass (only ordinary in-range lanes binned in SIMD, everything else
+// recomputed by the scalar rule) and a full pass (out-of-range, non-finite and skipped-zero lanes
+// in SIMD), switching per 512-element block on how many lanes the lean pass left over. Runs of
+// blocks of every kind, long enough to switch back and forth, in one call.
+TEST_P(HistogramTest, LeanAndFullPassesSwitchWithinOneCall) {
+  QKIT_SEED_TRACE();
+  auto rng = MakeRng();
+  const float lo = -2.5f, hi = 3.0f;
+  std::normal_distribution<float> inside(0.25f, 0.9f);
+  std::uniform_real_distribution<float> wide(-40.0f, 40.0f);
+  const auto sv = test::SpecialValues();
+  std::uniform_int_distribution<size_t> pick_sv(0, sv.size() - 1);
+  std::vector<float> x;
+  // kind 0: in range (a few specials); 1: mostly out of range / non-finite; 2: mostly zeros.
+  const int kinds[] = {0, 0, 1, 0, 2, 2, 0, 1, 1, 1, 0, 2, 0};
+  for (int kind : kinds) {
+    const size_t len = kind == 0 ? 512 * 70 + 3 : 512 * 3 + 101;  // > 64 blocks for kind 0
+    for (size_t i = 0; i < len; ++i) {
+      float v = std::clamp(inside(rng), lo, hi);
+      if (kind == 1 && i % 4 != 0) v = i % 7 == 0 ? sv[pick_sv(rng)] : wide(rng);
+      if (kind == 2 && i % 3 != 0) v = i % 2 ? 0.0f : -0.0f;
+      if (kind == 0 && i % 1009 == 0) v = sv[pick_sv(rng)];
+      x.push_back(v);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(x.size());
+  for (const Case& c : kCases) {
+    for (int64_t nbins : {int64_t{2048}, int64_t{37}, int64_t{20000}}) {  // 20000: one sub-hist.
+      for (bool abs_input : {false, true}) {
+        for (bool skip_zeros : {false, true}) {
+          const double l = abs_input ? 0.0 : lo;
+          const auto want = Reference(c, x, l, hi, nbins, abs_input, skip_zeros);
+          for (int threads : {1, 2}) {
+            const auto got = RunPerTensor(c, TensorView::Vector(x.data(), n), l, hi, nbins,
+                                          abs_input, threads, skip_zeros);
+            ASSERT_TRUE(SameCounts(want, got))
+                << c.name << " nbins=" << nbins << " abs=" << abs_input << " skip0=" << skip_zeros
+                << " threads=" << threads;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The kNumpy lean pass decides "inside the range" from t = f32(f32(x - lo) * norm) alone (no
+// comparison with lo and hi). Values 0..64 ulps outside and inside both ends, and the ends
+// themselves, each alone in a block of ordinary values (so the lean pass runs), for ranges near
+// and far from 0, tiny ones with denormal ends, negative ones, both range scalar types.
+TEST_P(HistogramTest, NumpyValuesJustOutsideTheRangeInTheLeanPass) {
+  QKIT_SEED_TRACE();
+  auto rng = MakeRng();
+  struct R {
+    double lo, hi;
+    int64_t nbins;
+  };
+  const R ranges[] = {{-4.0, 4.0, 2048},          {-5.3125, 5.25, 2048}, {1000.0, 1000.5, 64},
+                      {12345.678, 12399.0, 2048}, {-2.0, -1.0, 3},       {0.0, 1.0, 100000},
+                      {-3e-39, 5e-39, 16},        {1e-3, 1e-3 + 1e-6, 7}, {-1e30, 1e30, 2048}};
+  for (const Case& c : {kCases[2], kCases[3]}) {
+    for (const R& r : ranges) {
+      std::uniform_real_distribution<double> u(r.lo, r.hi);
+      std::vector<float> probes;
+      for (const float end : {static_cast<float>(r.lo), static_cast<float>(r.hi)}) {
+        float up = end, down = end;
+        for (int k = 0; k <= 64; ++k) {
+          probes.push_back(up);
+          probes.push_back(down);
+          up = test::NextUp(up);
+          down = test::NextDown(down);
+        }
+      }
+      for (const float p : test::SpecialValues()) probes.push_back(p);
+      // Each probe at a different lane position of its own 512-element block.
+      std::vector<float> x;
+      for (size_t i = 0; i < probes.size(); ++i) {
+        for (size_t k = 0; k < 512; ++k) {
+          x.push_back(k == (i * 7) % 512 ? probes[i] : static_cast<float>(u(rng)));
+        }
+      }
+      x.push_back(probes[0]);  // and in the scalar tail
+      const auto want = Reference(c, x, r.lo, r.hi, r.nbins, false);
+      const auto got = RunPerTensor(c, TensorView::Vector(x.data(), static_cast<int64_t>(x.size())),
+                                    r.lo, r.hi, r.nbins, false, 1);
+      ASSERT_TRUE(SameCounts(want, got))
+          << c.name << " [" << r.lo << ", " << r.hi << "] n " << r.nbins;
+    }
+  }
+}
+
+// Runs of one value (the same bin over and over), with four sub-histograms (small nbins) and with
+// one (nbins large enough that four copies would not fit), at every length around the unrolled
+// counting loop and the vector width.
+TEST_P(HistogramTest, RepeatedBinsWithOneAndFourSubHistograms) {
+  QKIT_SEED_TRACE();
+  auto rng = MakeRng();
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const Case& c : kCases) {
+    for (int64_t nbins : {int64_t{5}, int64_t{2048}, int64_t{30000}}) {
+      for (int64_t n : {1, 7, 15, 16, 17, 31, 33, 511, 512, 513, 1500, 70001}) {
+        std::vector<float> x(static_cast<size_t>(n), 0.3f);
+        for (int64_t i = n / 2; i < n; i += 3) x[static_cast<size_t>(i)] = u(rng);
+        const auto want = Reference(c, x, -1.0, 1.0, nbins, false);
+        const auto got = RunPerTensor(c, TensorView::Vector(x.data(), n), -1.0, 1.0, nbins,
+                                      false, 1);
+        ASSERT_TRUE(SameCounts(want, got)) << c.name << " nbins=" << nbins << " n=" << n;
+      }
+    }
+  }
+}
+
+// Per channel along the outer dim with long rows of in-range values (the lean SIMD pass per
+// slot), and enough slots that the sub-histograms drop from four to one.
+TEST_P(HistogramTest, PerChannelLongRowsInRange) {
+  QKIT_SEED_TRACE();
+  auto rng = MakeRng();
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Case& c : kCases) {
+    for (int64_t channels : {int64_t{3}, int64_t{9}}) {  // 9 * 2051 bins > 16384: one sub-hist.
+      const int64_t inner = 3001;
+      std::vector<float> x(static_cast<size_t>(channels * inner));
+      std::vector<HistogramSlot> slots(static_cast<size_t>(channels));
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const float scale = 0.5f + static_cast<float>(ch);
+        float mn = FLT_MAX, mx = -FLT_MAX;
+        for (int64_t i = 0; i < inner; ++i) {
+          const float v = nd(rng) * scale;
+          x[static_cast<size_t>(ch * inner + i)] = v;
+          mn = std::min(mn, v);
+          mx = std::max(mx, v);
+        }
+        slots[static_cast<size_t>(ch)] = {mn, mx, 2048, c.f64_range};
+      }
+      std::vector<int64_t> counts(static_cast<size_t>(channels * 2048), 0);
+      std::vector<HistogramSkipped> skipped(static_cast<size_t>(channels));
+      HistogramOptions o;
+      o.binning = c.binning;
+      Histogram(TensorView::Contiguous(x.data(), DType::kFloat32, {channels, inner}),
+                ParamLayout::PerChannel(0), slots.data(), o, counts.data(), skipped.data(),
+                Context{2});
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const std::vector<float> xc(x.begin() + ch * inner, x.begin() + (ch + 1) * inner);
+        const auto& s = slots[static_cast<size_t>(ch)];
+        const auto want = Reference(c, xc, s.lo, s.hi, s.nbins, false);
+        Got got;
+        got.counts.assign(counts.begin() + ch * 2048, counts.begin() + (ch + 1) * 2048);
+        got.skipped = skipped[static_cast<size_t>(ch)];
+        ASSERT_TRUE(SameCounts(want, got)) << c.name << " channels=" << channels << " ch=" << ch;
+      }
+    }
+  }
 }
 
 QKIT_INSTANTIATE_PER_TARGET(HistogramTest);
