@@ -83,6 +83,13 @@ class RunningMinMaxObserver(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         xd = x.detach()
+        if self.ch_axis is not None and not -max(xd.dim(), 1) <= self.ch_axis < max(xd.dim(), 1):
+            raise IndexError(f"RunningMinMaxObserver: `ch_axis`={self.ch_axis} out of range for "
+                             f"an input of shape {list(xd.shape)}")
+        if self.ch_axis is not None and xd.dim() == 0:
+            raise IndexError(f"RunningMinMaxObserver: per-channel observation (`ch_axis`="
+                             f"{self.ch_axis}) needs an input with at least one dim; got a 0-d "
+                             f"tensor")
         min_acc, max_acc = self.min_val, self.max_val
         if self.ch_axis is not None and min_acc.numel() != xd.size(self.ch_axis):
             if int(self.observed) != 0:
@@ -225,6 +232,23 @@ class FakeQuantize(FakeQuantizeBase):
         return "clipped" if (self.compat_mask or self.in_place) else "clipped_recompute"
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.observer_enabled[0] != 1:
+            return self._forward(x)
+        # The observer's state and the qparams buffers are updated before the fake-quant op
+        # checks its input (nan_mode="error"), so a rejected call restores them: no
+        # half-updated state (tests/python/test_bad_input_matrix.py).
+        saved = [(b, b.detach().clone()) for b in self.buffers()]
+        try:
+            return self._forward(x)
+        except Exception:
+            with torch.no_grad():
+                for b, old in saved:
+                    if b.shape != old.shape:
+                        b.resize_(old.shape)
+                    b.copy_(old)
+            raise
+
+    def _forward(self, x: Tensor) -> Tensor:
         if self.observer_enabled[0] == 1:
             self.activation_post_process(x.detach())
             scale, zero_point = self.calculate_qparams()
