@@ -14,6 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc)
+t0=$(date +%s)
+stage() { echo "reliability: $1: $(( $(date +%s) - $2 )) s"; }
 FUZZ_SECONDS=${QKIT_FUZZ_SECONDS:-60}
 
 # Any report is fatal, and fatal means a non-zero exit (not only a printed report).
@@ -25,10 +27,12 @@ if [[ "${QKIT_SKIP_SAN:-0}" != 1 ]]; then
   cmake -S . -B build-san -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKIT_SANITIZE=ON \
     -DQKIT_BUILD_TESTS=ON -DQKIT_BUILD_BENCH=OFF -DQKIT_BUILD_TORCH=OFF -DQKIT_BUILD_CLI=OFF \
     -DQKIT_BUILD_FUZZ=OFF >/dev/null
+  start=$(date +%s)
   cmake --build build-san -j "$JOBS" --target qkit_tests
+  stage "sanitized build" "$start"
   start=$(date +%s)
   build-san/tests/qkit_tests --gtest_brief=1 ${QKIT_SAN_FILTER:+--gtest_filter="$QKIT_SAN_FILTER"}
-  echo "sanitized qkit_tests: $(( $(date +%s) - start )) s"
+  stage "sanitized tests" "$start"
 fi
 
 if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
@@ -44,7 +48,10 @@ if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
     >/dev/null
   targets=()
   for src in fuzz/*_fuzzer.cc; do targets+=("$(basename "$src" .cc)"); done
+  start=$(date +%s)
   cmake --build build-fuzz -j "$JOBS" --target "${targets[@]}"
+  stage "fuzz build" "$start"
+  start=$(date +%s)
   per_target=$(( FUZZ_SECONDS / ${#targets[@]} ))
   mkdir -p build-fuzz/runs
   for t in "${targets[@]}"; do
@@ -71,5 +78,6 @@ if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
       "$log" | sed "s/^/   /"
   done
+  stage "fuzz run" "$start"
 fi
-echo "reliability: OK"
+echo "reliability: OK ($(( $(date +%s) - t0 )) s)"
