@@ -9,7 +9,7 @@ bit for bit. Adding a module is one ``Mod(...)`` entry in ``MODULES``: the gener
 (``MODULE_CASES``) then run on it.
 
 ``QKIT_PRINT_MATRIX=1 /usr/bin/python3 -m pytest -q -s tests/python/test_bad_input_matrix.py -k
-print`` prints the Markdown table of docs/reliability.md from the rows themselves.
+print`` prints the Markdown tables of docs/reliability.md from the rows themselves.
 
 Documented outcomes (docs/torch.md, docs/numerics.md): CPU dense tensors only (ValueError naming
 the argument and the device / layout); float32 / float16 / bfloat16 computed as they are, float64
@@ -838,24 +838,70 @@ def test_every_public_op_and_module_has_rows():
             assert case in cases, (op.name, case)
 
 
-def _table_rows():
-    for row in ROWS:
-        if isinstance(row.expect, Raises):
-            excs = row.expect.exc if isinstance(row.expect.exc, tuple) else (row.expect.exc,)
-            outcome = " / ".join(e.__name__ for e in excs)
-            detail = "`" + row.expect.match.replace("|", "\\|").replace("\\", "") + "`"
-        else:
-            outcome = "value"
-            detail = row.doc
-        if row.module is not None and isinstance(row.expect, Raises):
+def _outcome(row):
+    if isinstance(row.expect, Raises):
+        excs = row.expect.exc if isinstance(row.expect.exc, tuple) else (row.expect.exc,)
+        return " / ".join(e.__name__ for e in excs)
+    return "value"
+
+
+def _detail(row):
+    if isinstance(row.expect, Raises):
+        pattern = re.sub(r"\\(.)", r"\1", row.expect.match).replace("|", " or ")
+        detail = f"`{pattern}`"
+        if row.module is not None:
             detail += "; state unchanged"
-        yield f"| {row.target} | {row.case} | {outcome} | {detail} |"
+        return detail
+    return row.doc
+
+
+def _grid(targets, cases, cell):
+    lines = ["| | " + " | ".join(cases) + " |", "|---" * (len(cases) + 1) + "|"]
+    for t in targets:
+        lines.append(f"| {t} | " + " | ".join(cell(t, c) for c in cases) + " |")
+    return lines
+
+
+def matrix_markdown():
+    """The tables of docs/reliability.md ("Python bad-input matrix"): a grid of the generic
+    inputs for every floating-input op and every module, then every other row."""
+    by_key = {(r.target, r.case): r for r in ROWS}
+    short = {"value": "ref", "ValueError": "ValueError", "IndexError": "IndexError",
+             "RuntimeError": "RuntimeError (alloc)", "ValueError / RuntimeError":
+             "ValueError / RuntimeError"}
+    generic = [c for c, _ in X_CASES] + ["wrong dtype (int64)", "wrong device (meta)",
+                                         "sparse tensor",
+                                         "absurd size (stride-0 view of 2^48 elements)"]
+    used = set()
+
+    def cell(t, c):
+        r = by_key[(t, c)]
+        used.add((t, c))
+        return short.get(_outcome(r), _outcome(r))
+
+    lines = ["Generic inputs, every op with a floating input (`ref`: equals the plain reference "
+             "in tests/python/reference.py, NaN-aware, bit for bit; errors: the message names "
+             "the argument):", ""]
+    lines += _grid([op.name for op in X_OPS], generic, cell)
+    mcases = [c for c, _, _ in MODULE_CASES] + [
+        "channel count mismatch (per-channel, 3 vs 4)",
+        "channel axis out of range (per-channel axis 0 on 0-d)"]
+    lines += ["", "Generic inputs, every module (after one good batch; a rejected call leaves "
+              "every buffer and parameter unchanged, bit for bit):", ""]
+    lines += _grid([m.name for m in MODULES], mcases, cell)
+    lines += ["", "Every other row:", "",
+              "| target | bad input | outcome | message matches / value |", "|---|---|---|---|"]
+    for r in ROWS:
+        if (r.target, r.case) in used:
+            continue
+        lines.append(f"| {r.target} | {r.case} | {_outcome(r)} | {_detail(r)} |")
+    return lines
 
 
 def test_print_matrix():
-    """Prints the docs/reliability.md table (QKIT_PRINT_MATRIX=1, pytest -s)."""
-    lines = ["| target | bad input | outcome | message matches / value |", "|---|---|---|---|"]
-    lines += list(_table_rows())
-    assert len(lines) == len(ROWS) + 2
+    """Builds the docs/reliability.md tables from the rows (QKIT_PRINT_MATRIX=1 and pytest -s
+    print them)."""
+    lines = matrix_markdown()
+    assert sum(1 for line in lines if line.startswith("| ")) > 100
     if os.environ.get("QKIT_PRINT_MATRIX") == "1":
         print("\n" + "\n".join(lines))
