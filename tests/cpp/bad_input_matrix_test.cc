@@ -658,6 +658,34 @@ std::vector<Row> Matrix() {
     PassiveObserver::Load(b.data(), b.size());
   });
 
+  // Regression (qparams_fuzzer, reproducer fuzz/corpus/qparams_fuzzer/
+  // crash-4117a3aa_bits64_halffull_override): kHalfFullRange evaluated 1 << bits before checking
+  // `bits` when a quant_min/max override made QuantSpec::Validate skip it; bits 64 (or -2) was a
+  // shift out of range (UBSan). Fixed in src/qparams.cc (4d64be9); any affine or symmetric spec.
+  for (const int b : {64, -2, 17}) {
+    for (const bool symmetric : {false, true}) {
+      add("ChooseQParams", "bits 64 / -2 / 17 with an override and kHalfFullRange", IA, "`bits`=",
+          [b, symmetric] {
+            QuantSpec spec;
+            spec.bits = b;
+            spec.is_signed = false;
+            spec.symmetric = symmetric;
+            spec.quant_min_override = 0;
+            spec.quant_max_override = 259;
+            QParamsRule rule;
+            rule.divisor = SymmetricDivisor::kHalfFullRange;
+            rule.eps = 5.8e-41f;
+            float mn[2] = {-2.0f, -1.0f}, mx[2] = {2.0f, 1.0f}, s[2] = {-1, -1}, z[2] = {-1, -1};
+            try {
+              ChooseQParams(mn, mx, 2, spec, rule, s, z, "t");
+            } catch (const InvalidArgument&) {
+              EXPECT_EQ(s[0], -1.0f);  // nothing written
+              Choose(-2.0f, 2.0f, spec, rule);
+            }
+          });
+    }
+  }
+
   // ---------------------------------------------------------------- HistogramObserver
   using HO = HistogramObserver;
   static HO ho = [] {
