@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc)
+FUZZ_SECONDS=${QKIT_FUZZ_SECONDS:-60}
 t0=$(date +%s)
 # Stage timings: wall seconds, and the CPU seconds (user + sys) of the stage's processes, which
 # estimate the wall time on an unshared machine (CPU / cores for the parallel builds).
