@@ -848,7 +848,7 @@ def _outcome(row):
 def _detail(row):
     if isinstance(row.expect, Raises):
         pattern = re.sub(r"\\(.)", r"\1", row.expect.match).replace("|", " or ")
-        detail = f"`{pattern}`"
+        detail = pattern  # the patterns quote argument names in backticks themselves
         if row.module is not None:
             detail += "; state unchanged"
         return detail
