@@ -662,9 +662,17 @@ std::vector<Row> Matrix() {
   // crash-4117a3aa_bits64_halffull_override): kHalfFullRange evaluated 1 << bits before checking
   // `bits` when a quant_min/max override made QuantSpec::Validate skip it; bits 64 (or -2) was a
   // shift out of range (UBSan). Fixed in src/qparams.cc (4d64be9); any affine or symmetric spec.
+  static const char* const kRegressionLabels[] = {
+      "bits 64, override [0, 259], kHalfFullRange, affine (fuzzer reproducer)",
+      "bits 64, override [0, 259], kHalfFullRange, symmetric",
+      "bits -2, override [0, 259], kHalfFullRange, affine",
+      "bits -2, override [0, 259], kHalfFullRange, symmetric",
+      "bits 17, override [0, 259], kHalfFullRange, affine",
+      "bits 17, override [0, 259], kHalfFullRange, symmetric"};
+  int label = 0;
   for (const int b : {64, -2, 17}) {
     for (const bool symmetric : {false, true}) {
-      add("ChooseQParams", "bits 64 / -2 / 17 with an override and kHalfFullRange", IA, "`bits`=",
+      add("ChooseQParams", kRegressionLabels[label++], IA, "`bits`=",
           [b, symmetric] {
             QuantSpec spec;
             spec.bits = b;
