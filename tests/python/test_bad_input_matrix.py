@@ -284,10 +284,6 @@ FQ = [("fake_quantize", ops.fake_quantize), ("fake_quantize_with_mask",
       ("quantize", ops.quantize)]
 
 
-def _value(check, doc):
-    return check, doc
-
-
 def _check_unsigned_negative(r):
     # unsigned 8 bit [0, 255], z = 0: negatives clamp to code 0 -> 0.0
     want, _ = ref.fake_quant(torch.tensor([-1.0, -0.04, 0.5]), S, torch.zeros(1), 0, 255)
@@ -440,8 +436,10 @@ def _op_rows() -> List[Row]:
         Row("minmax", "unknown nonfinite", lambda: ops.minmax(X, nonfinite="drop"),
             Raises(ValueError, r"`nonfinite`='drop'"), ""),
         Row("minmax", "NaN with nonfinite=propagate",
-            lambda: ops.minmax(torch.tensor([1.0, math.nan])),
-            lambda r: None, ""),  # replaced below
+            lambda: ops.minmax(torch.tensor([1.0, math.nan]), nonfinite="propagate"),
+            lambda r: (_same(r[0], torch.tensor([math.nan])),
+                       _same(r[1], torch.tensor([math.nan]))),
+            "min = max = NaN"),
         Row("minmax", "+-Inf with nonfinite=skip_nan",
             lambda: ops.minmax(torch.tensor([1.0, math.inf, -math.inf, math.nan]),
                                nonfinite="skip_nan"),
@@ -587,13 +585,6 @@ def _op_rows() -> List[Row]:
             lambda: (ops.force_target(""), ops.current_target())[1],
             lambda r: (r == ops.available_targets()[0]) or pytest.fail(r), "the best target"),
     ]
-    # NaN under nonfinite="propagate": min and max NaN.
-    rows = [r for r in rows if r.case != "NaN with nonfinite=propagate"]
-    rows.append(Row("minmax", "NaN with nonfinite=propagate",
-                    lambda: ops.minmax(torch.tensor([1.0, math.nan]), nonfinite="propagate"),
-                    lambda r: (_same(r[0], torch.tensor([math.nan])),
-                               _same(r[1], torch.tensor([math.nan]))),
-                    "min = max = NaN"))
     return rows
 
 
