@@ -22,4 +22,14 @@ if [ "$rc" -eq 5 ]; then
   echo "test: pytest collected no tests (exit code 5): failing" >&2
   exit 1
 fi
-exit "$rc"
+if [ "$rc" -ne 0 ]; then
+  exit "$rc"
+fi
+
+# Reliability layer (docs/reliability.md): the C++ tests again under ASan + UBSan (build-san/)
+# and a bounded libFuzzer run over the checked-in seed corpora (build-fuzz/, clang; 60 s in
+# total, QKIT_FUZZ_SECONDS). Any sanitizer report, fuzzer crash, leak or timeout fails.
+# QKIT_SKIP_RELIABILITY=1 skips it (local iterations only; CI never sets it).
+if [ "${QKIT_SKIP_RELIABILITY:-0}" != 1 ]; then
+  bash scripts/test_reliability.sh
+fi

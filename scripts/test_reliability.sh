@@ -15,6 +15,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc)
 FUZZ_SECONDS=${QKIT_FUZZ_SECONDS:-60}
+t0=$(date +%s)
+# Stage timings: wall seconds, and the CPU seconds (user + sys) of the stage's processes, which
+# estimate the wall time on an unshared machine (CPU / cores for the parallel builds).
+cpu_file=$(mktemp)
+trap 'rm -f "$cpu_file"' EXIT
+cpu_now() {  # CPU seconds of all finished child processes so far (`times`, second line) -> cpu
+  times >"$cpu_file"  # a builtin with a redirection: runs in this shell (a subshell has no children)
+  read -r cu cs <<<"$(tail -n 1 "$cpu_file")"
+  cpu=$(awk -v u="$cu" -v s="$cs" 'BEGIN { split(u, a, /[ms]/); split(s, b, /[ms]/);
+    printf "%d", a[1] * 60 + a[2] + b[1] * 60 + b[2] }')
+}
+begin() { start=$(date +%s); cpu_now; cpu0=$cpu; }
+stage() {
+  cpu_now
+  echo "reliability: $1: $(( $(date +%s) - start )) s wall, $(( cpu - cpu0 )) s CPU"
+}
 
 # Any report is fatal, and fatal means a non-zero exit (not only a printed report).
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
@@ -25,10 +41,12 @@ if [[ "${QKIT_SKIP_SAN:-0}" != 1 ]]; then
   cmake -S . -B build-san -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKIT_SANITIZE=ON \
     -DQKIT_BUILD_TESTS=ON -DQKIT_BUILD_BENCH=OFF -DQKIT_BUILD_TORCH=OFF -DQKIT_BUILD_CLI=OFF \
     -DQKIT_BUILD_FUZZ=OFF >/dev/null
+  begin
   cmake --build build-san -j "$JOBS" --target qkit_tests
-  start=$(date +%s)
+  stage "sanitized build"
+  begin
   build-san/tests/qkit_tests --gtest_brief=1 ${QKIT_SAN_FILTER:+--gtest_filter="$QKIT_SAN_FILTER"}
-  echo "sanitized qkit_tests: $(( $(date +%s) - start )) s"
+  stage "sanitized tests"
 fi
 
 if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
@@ -44,7 +62,10 @@ if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
     >/dev/null
   targets=()
   for src in fuzz/*_fuzzer.cc; do targets+=("$(basename "$src" .cc)"); done
+  begin
   cmake --build build-fuzz -j "$JOBS" --target "${targets[@]}"
+  stage "fuzz build"
+  begin
   per_target=$(( FUZZ_SECONDS / ${#targets[@]} ))
   mkdir -p build-fuzz/runs
   for t in "${targets[@]}"; do
@@ -71,5 +92,6 @@ if [[ "${QKIT_SKIP_FUZZ:-0}" != 1 ]]; then
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
       "$log" | sed "s/^/   /"
   done
+  stage "fuzz run"
 fi
-echo "reliability: OK"
+echo "reliability: OK ($(( $(date +%s) - t0 )) s)"

@@ -406,4 +406,16 @@ TORCH_LIBRARY_IMPL(qkit, Autograd, m) {
   m.impl("fake_quantize_", FakeQuantizeInplaceAutograd);
 }
 
+// The ops without an autograd kernel: torch 1.13 registers an autograd fallthrough for CPU, CUDA
+// and other backends but not for Meta, so without these a meta tensor got NotImplementedError
+// ("... from the 'AutogradMeta' backend") instead of the device check's ValueError
+// (tests/python/test_bad_input_matrix.py, "wrong device").
+TORCH_LIBRARY_IMPL(qkit, AutogradMeta, m) {
+  for (const char* op : {"fake_quantize_with_mask", "fake_quantize_backward",
+                         "fake_quantize_backward_clipped", "quantize", "dequantize", "minmax",
+                         "absmax", "choose_qparams"}) {
+    m.impl(op, torch::CppFunction::makeFallthrough());
+  }
+}
+
 }  // namespace qkit::torch_ext

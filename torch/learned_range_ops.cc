@@ -438,4 +438,13 @@ TORCH_LIBRARY_IMPL(qkit, Autograd, m) {
   m.impl("learned_clip", ClipAutograd);
 }
 
+// The backward ops have no autograd kernel; see core_ops.cc (AutogradMeta): a meta tensor
+// reaches the device check's ValueError.
+TORCH_LIBRARY_IMPL(qkit, AutogradMeta, m) {
+  for (const char* op :
+       {"lsq_backward", "tqt_backward", "pact_backward", "learned_clip_backward"}) {
+    m.impl(op, torch::CppFunction::makeFallthrough());
+  }
+}
+
 }  // namespace qkit::torch_ext

@@ -18,6 +18,8 @@
 #include "qkit/context.h"
 #include "qkit/error.h"
 #include "qkit/io/npy.h"
+#include "qkit/observers/histogram_calibrator.h"
+#include "qkit/observers/histogram_observer.h"
 #include "qkit/observers/observers.h"
 #include "qkit/ops/fake_quant.h"
 #include "qkit/ops/minmax.h"
@@ -655,6 +657,197 @@ std::vector<Row> Matrix() {
     b.resize(3);
     PassiveObserver::Load(b.data(), b.size());
   });
+
+  // Regression (qparams_fuzzer, reproducer fuzz/corpus/qparams_fuzzer/
+  // crash-4117a3aa_bits64_halffull_override): kHalfFullRange evaluated 1 << bits before checking
+  // `bits` when a quant_min/max override made QuantSpec::Validate skip it; bits 64 (or -2) was a
+  // shift out of range (UBSan). Fixed in src/qparams.cc (4d64be9); any affine or symmetric spec.
+  static const char* const kRegressionLabels[] = {
+      "bits 64, override [0, 259], kHalfFullRange, affine (fuzzer reproducer)",
+      "bits 64, override [0, 259], kHalfFullRange, symmetric",
+      "bits -2, override [0, 259], kHalfFullRange, affine",
+      "bits -2, override [0, 259], kHalfFullRange, symmetric",
+      "bits 17, override [0, 259], kHalfFullRange, affine",
+      "bits 17, override [0, 259], kHalfFullRange, symmetric"};
+  int label = 0;
+  for (const int b : {64, -2, 17}) {
+    for (const bool symmetric : {false, true}) {
+      add("ChooseQParams", kRegressionLabels[label++], IA, "`bits`=",
+          [b, symmetric] {
+            QuantSpec spec;
+            spec.bits = b;
+            spec.is_signed = false;
+            spec.symmetric = symmetric;
+            spec.quant_min_override = 0;
+            spec.quant_max_override = 259;
+            QParamsRule rule;
+            rule.divisor = SymmetricDivisor::kHalfFullRange;
+            rule.eps = 5.8e-41f;
+            float mn[2] = {-2.0f, -1.0f}, mx[2] = {2.0f, 1.0f}, s[2] = {-1, -1}, z[2] = {-1, -1};
+            try {
+              ChooseQParams(mn, mx, 2, spec, rule, s, z, "t");
+            } catch (const InvalidArgument&) {
+              EXPECT_EQ(s[0], -1.0f);  // nothing written
+              Choose(-2.0f, 2.0f, spec, rule);
+            }
+          });
+    }
+  }
+
+  // ---------------------------------------------------------------- HistogramObserver
+  using HO = HistogramObserver;
+  static HO ho = [] {
+    HistogramObserverOptions o;
+    o.bins = 16;
+    o.upsample_rate = 4;
+    HO h(o);
+    std::vector<float> v = {-1.0f, 0.5f, 2.0f, 3.0f};
+    h.Observe(Vec(v), Context{});
+    return h;
+  }();
+  add("HistogramObserver (options)", "bins 0", IA, "`bins`=0", [] {
+    HistogramObserverOptions o;
+    o.bins = 0;
+    HO h(o);
+  });
+  add("HistogramObserver (options)", "upsample_rate 0", IA, "`upsample_rate`=0", [] {
+    HistogramObserverOptions o;
+    o.upsample_rate = 0;
+    HO h(o);
+  });
+  add("HistogramObserver::Observe", "wrong dtype (int8)", IA, "`x` has dtype int8",
+      Unchanged<HO>(&ho, [](HO& o) {
+        int8_t q[2] = {};
+        o.Observe(TensorView::Contiguous(q, DType::kInt8, {2}), Context{});
+      }));
+  add("HistogramObserver::Observe", "NaN / +-Inf / denormal / FLT_MAX (skip)", V,
+      "non-finite left out and counted; range covers FLT_MAX", [] {
+        HO h;
+        std::vector<float> v = {kNaN, kInf, -kInf, kDenorm, FLT_MAX, -1.0f};
+        h.Observe(Vec(v), Context{});
+        EXPECT_EQ(h.nonfinite_count(), 3);
+        EXPECT_EQ(h.state().max_val[0], FLT_MAX);
+        EXPECT_EQ(h.state().min_val[0], -1.0f);
+      });
+  add("HistogramObserver::Observe", "NaN with error_on_nonfinite", IA, "NaN", [] {
+    HistogramObserverOptions o;
+    o.error_on_nonfinite = true;
+    static HO h(o);
+    Unchanged<HO>(&h, [](HO& obs) {
+      std::vector<float> v = {1.0f, kNaN};
+      obs.Observe(Vec(v), Context{});
+    })();
+  });
+  add("HistogramObserver::Observe", "empty tensor", V, "state unchanged", [] {
+    HO h = ho;
+    std::vector<float> v;
+    h.Observe(Vec(v), Context{});
+    EXPECT_EQ(h.Save(), ho.Save());
+  });
+  add("HistogramObserver::Observe", "all-equal values", V, "min = max, finite qparams", [] {
+    HO h;
+    std::vector<float> v(33, 0.25f);
+    h.Observe(Vec(v), Context{});
+    float s = 0, z = 0;
+    h.ComputeQParams(QuantSpec{}, QParamsRule{}, &s, &z);
+    EXPECT_TRUE(std::isfinite(s) && s > 0.0f && std::isfinite(z));
+  });
+  add("HistogramObserver::Observe", "channel count mismatch (3 vs 2)", IA, "slot",
+      [] {
+        HistogramObserverOptions o;
+        o.layout = ParamLayout::PerChannel(0);
+        o.bins = 8;
+        static HO h(o);
+        std::vector<float> a = {1, 2, 3, 4};
+        if (h.empty()) h.Observe(TensorView::Contiguous(a.data(), DType::kFloat32, {2, 2}), Context{});
+        Unchanged<HO>(&h, [](HO& obs) {
+          std::vector<float> b(9, 1.0f);
+          obs.Observe(TensorView::Contiguous(b.data(), DType::kFloat32, {3, 3}), Context{});
+        })();
+      });
+  add("HistogramObserver::ComputeRange", "empty observer", FP, "", [] {
+    HO h;
+    float mn, mx;
+    h.ComputeRange(QuantSpec{}, &mn, &mx);
+  });
+  add("HistogramObserver::ComputeQParams", "bits 17", IA, "`bits`=17", [] {
+    float s = -1, z = -1;
+    ho.ComputeQParams(Bits(17), QParamsRule{}, &s, &z);
+  });
+  add("HistogramObserver::Load", "truncated blob", DL, "", [] {
+    auto b = ho.Save();
+    b.pop_back();
+    HO::Load(b.data(), b.size());
+  });
+  add("HistogramObserver::FromJson", "malformed JSON", IA, "JSON", [] { HO::FromJson("{\"bins\": "); });
+
+  // ---------------------------------------------------------------- HistogramCalibrator
+  using HC = HistogramCalibrator;
+  static HC hc = [] {
+    HistogramCalibratorOptions o;
+    o.num_bins = 16;
+    HC c(o);
+    std::vector<float> v = {-1.0f, 0.5f, 2.0f, 3.0f};
+    c.Observe(Vec(v), Context{});
+    return c;
+  }();
+  add("HistogramCalibrator (options)", "num_bins 1", IA, "`num_bins`=1", [] {
+    HistogramCalibratorOptions o;
+    o.num_bins = 1;
+    HC c(o);
+  });
+  add("HistogramCalibrator (options)", "num_bits 17", IA, "`num_bits`=17", [] {
+    HistogramCalibratorOptions o;
+    o.num_bits = 17;
+    HC c(o);
+  });
+  add("HistogramCalibrator::Observe", "wrong dtype (int32)", IA, "`x` has dtype int32",
+      Unchanged<HC>(&hc, [](HC& c) {
+        int32_t q[2] = {};
+        c.Observe(TensorView::Contiguous(q, DType::kInt32, {2}), Context{});
+      }));
+  add("HistogramCalibrator::Observe", "NaN / +-Inf with error_on_nonfinite", IA,
+      "`error_on_nonfinite` is set", [] {
+        HistogramCalibratorOptions o;
+        o.error_on_nonfinite = true;
+        static HC c(o);
+        Unchanged<HC>(&c, [](HC& cal) {
+          std::vector<float> v = {1.0f, kInf};
+          cal.Observe(Vec(v), Context{});
+        })();
+      });
+  add("HistogramCalibrator::Observe", "NaN / +-Inf / denormal (skip)", V,
+      "non-finite left out and counted", [] {
+        HC c;
+        std::vector<float> v = {kNaN, kInf, -kInf, kDenorm, 1.0f};
+        c.Observe(Vec(v), Context{});
+        EXPECT_EQ(c.nonfinite_count(), 3);
+      });
+  add("HistogramCalibrator::Observe", "ctx.num_threads 0", IA, "`num_threads`=0",
+      Unchanged<HC>(&hc, [](HC& c) {
+        std::vector<float> v = {1.0f};
+        Context ctx;
+        ctx.num_threads = 0;
+        c.Observe(Vec(v), ctx);
+      }));
+  add("HistogramCalibrator::ComputeAmax", "percentile 101", IA, "percentile", [] {
+    hc.ComputeAmax(CalibMethod::kPercentile, 1, 128, 101.0);
+  });
+  add("HistogramCalibrator::ComputeAmax", "stride 0", IA, "stride", [] {
+    hc.ComputeAmax(CalibMethod::kMse, 0, 0);
+  });
+  add("HistogramCalibrator::ComputeAmax", "unknown method", IA, "max", [] {
+    hc.ComputeAmax("max");
+  });
+  add("HistogramCalibrator::ComputeAmax", "nothing collected", V, "nullopt (upstream None)", [] {
+    EXPECT_FALSE(HC().ComputeAmax(CalibMethod::kEntropy).has_value());
+  });
+  add("HistogramCalibrator::Load", "flipped byte (checksum)", DL, "checksum", [] {
+    auto b = hc.Save();
+    b[b.size() / 2] ^= 1;
+    HC::Load(b.data(), b.size());
+  });
+  add("HistogramCalibrator::FromJson", "malformed JSON", IA, "JSON", [] { HC::FromJson("[1, 2"); });
 
   // ---------------------------------------------------------------- ParseNpy / BlobReader
   add("ParseNpy", "empty input", DL, "", [] { ParseNpy(nullptr, 0, "t.npy"); });

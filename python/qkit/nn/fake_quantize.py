@@ -122,6 +122,23 @@ class FakeQuantize(FakeQuantizeBase):
         return "clipped" if (self.compat_mask or self.in_place) else "clipped_recompute"
 
     def forward(self, x: Tensor, current_train_step: Optional[int] = None) -> Tensor:
+        if self.observer_enabled[0] != 1:
+            return self._forward(x, current_train_step)
+        # The observer's state and the qparams buffers are updated before the fake-quant op
+        # checks its input (nan_mode="error"), so a rejected call restores them: no
+        # half-updated state (tests/python/test_bad_input_matrix.py).
+        saved = [(b, b.detach().clone()) for b in self.buffers()]
+        try:
+            return self._forward(x, current_train_step)
+        except Exception:
+            with torch.no_grad():
+                for b, old in saved:
+                    if b.shape != old.shape:
+                        b.resize_(old.shape)
+                    b.copy_(old)
+            raise
+
+    def _forward(self, x: Tensor, current_train_step: Optional[int]) -> Tensor:
         app = self.activation_post_process
         # Sync observers (qkit.distributed, `qkit_sync`) must enter their collectives on every
         # rank, even with an empty local shard.
