@@ -134,7 +134,8 @@ inline QParamsRule ParseRule(c10::string_view divisor, bool widen_to_zero,
                              c10::string_view degenerate, double eps,
                              c10::string_view zero_point_rounding, bool integral_zero_point,
                              bool clamp_zero_point, c10::string_view restriction,
-                             c10::string_view symmetric_zero_point, const char* op) {
+                             c10::string_view symmetric_zero_point, bool reciprocal_multiplier,
+                             const char* op) {
   QParamsRule rule;
   rule.divisor = Parse<SymmetricDivisor>(
       divisor, {"half_range", "quant_max", "half_full_range"},
@@ -164,6 +165,7 @@ inline QParamsRule ParseRule(c10::string_view divisor, bool widen_to_zero,
                                 {SymmetricZeroPoint::kZero, SymmetricZeroPoint::kMidpointUp,
                                  SymmetricZeroPoint::kMidpointDown},
                                 op, "symmetric_zero_point");
+  rule.reciprocal_multiplier = reciprocal_multiplier;
   return rule;
 }
 

@@ -48,7 +48,8 @@ const std::string kRule =
     "bool symmetric=True, str divisor=\"half_range\", bool widen_to_zero=True, "
     "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
     "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
-    "bool clamp_zero_point=True, str restriction=\"none\", str symmetric_zero_point=\"zero\"";
+    "bool clamp_zero_point=True, str restriction=\"none\", str symmetric_zero_point=\"zero\", "
+    "bool reciprocal_multiplier=False";
 
 const std::string kStats =
     "Tensor range_min, Tensor range_max, Tensor range_observed, Tensor range_nonfinite";
@@ -108,7 +109,7 @@ TORCH_LIBRARY(qkit, m) {
          "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
          "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
          "bool clamp_zero_point=True, str restriction=\"none\", "
-         "str symmetric_zero_point=\"zero\") -> (Tensor scale, "
+         "str symmetric_zero_point=\"zero\", bool reciprocal_multiplier=False) -> (Tensor scale, "
          "Tensor zero_point)")
             .c_str());
 

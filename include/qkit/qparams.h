@@ -74,14 +74,21 @@ struct QParamsRule {
                                     // false keeps it as computed (OneFlow, MegEngine)
   ScaleRestriction restriction = ScaleRestriction::kNone;
   SymmetricZeroPoint symmetric_zero_point = SymmetricZeroPoint::kZero;
+  // kMultiplier only: form the multiplier as f32(f32(1 / range) * d) (two roundings) instead
+  // of f32(d / range). torch evaluates `python_number / tensor` as `reciprocal(tensor) *
+  // number`, so Distiller's `n / sat` and `n / diff` are this form (about a quarter of the
+  // multipliers differ from the single division by one ulp). Throws with a step ScaleMode.
+  bool reciprocal_multiplier = false;
 };
 
 // (scale, zero_point) for the range [min, max] under `spec` (range, symmetric, ScaleMode) and
 // `rule`. float32 arithmetic throughout, in the operation order of docs/qparams.md:
-//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax);
+//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax, or
+//               m = f32(1 / amax) * d with rule.reciprocal_multiplier);
 //               z = 0 (or the range's midpoint, rule.symmetric_zero_point)
 //   affine:     [mn, mx] widened to 0 if rule.widen_to_zero;  s = (mx - mn) / (qmax - qmin)
-//               (or m = (qmax - qmin) / (mx - mn));  z = qmin - round(mn / s)  (or mn * m),
+//               (or m = (qmax - qmin) / (mx - mn), or f32(1 / (mx - mn)) * (qmax - qmin));
+//               z = qmin - round(mn / s)  (or mn * m),
 //               clamped to [qmin, qmax] if rule.clamp_zero_point
 // (kMultiplyReciprocal chooses parameters exactly like kDivide.) A zero zero point is +0.
 // Degenerate ranges follow rule.degenerate. A zero step is returned only for kNone (symmetric;
@@ -91,7 +98,8 @@ struct QParamsRule {
 // (the range overflows float32, or a multiplier d / amax overflows), a non-finite zero point
 // (affine with a zero step under kNone), cambricon with amax 0 or a step 2^shift that is not a
 // positive finite float32; and for an inconsistent rule (kZeroBelowEps without kMultiplier,
-// kOneIfStepAtMostEps with kMultiplier, cambricon on an affine spec, eps NaN / Inf / negative,
+// kOneIfStepAtMostEps with kMultiplier, reciprocal_multiplier without kMultiplier, cambricon on
+// an affine spec, eps NaN / Inf / negative,
 // or eps <= 0 under kFloorAtEps).
 QParams ChooseQParams(float min, float max, const QuantSpec& spec, const QParamsRule& rule,
                       const char* caller = "qkit::ChooseQParams");

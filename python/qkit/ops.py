@@ -161,19 +161,21 @@ def choose_qparams(min: Tensor, max: Tensor, *, bits: int = 8, is_signed: bool =
                    widen_to_zero: bool = True, degenerate: str = "floor_at_eps",
                    eps: float = 2.0 ** -23, zero_point_rounding: str = "half_to_even",
                    integral_zero_point: bool = True, clamp_zero_point: bool = True,
-                   restriction: str = "none",
-                   symmetric_zero_point: str = "zero") -> Tuple[Tensor, Tensor]:
+                   restriction: str = "none", symmetric_zero_point: str = "zero",
+                   reciprocal_multiplier: bool = False) -> Tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` (float32, min's shape) from ranges (qkit::ChooseQParams):
     ``divisor`` ``"half_range"`` | ``"quant_max"``, ``degenerate`` ``"floor_at_eps"`` |
     ``"none"`` | ``"zero_below_eps"`` | ``"one_if_zero_range"``, ``restriction`` ``"none"`` |
     ``"pow2_floor_log2_amax"`` | ``"pow2_bernoulli"``, ``symmetric_zero_point`` ``"zero"`` |
-    ``"midpoint_up"`` (PyTorch quint8 symmetric: 128) | ``"midpoint_down"``."""
+    ``"midpoint_up"`` (PyTorch quint8 symmetric: 128) | ``"midpoint_down"``.
+    ``reciprocal_multiplier`` (``scale_mode="multiplier"`` only): the multiplier is
+    ``f32(1 / range) * d``, torch's ``number / tensor`` (Distiller), not ``f32(d / range)``."""
     return _ops.choose_qparams(
         min, max, symmetric=symmetric, divisor=divisor, widen_to_zero=widen_to_zero,
         degenerate=degenerate, eps=eps, zero_point_rounding=zero_point_rounding,
         integral_zero_point=integral_zero_point, clamp_zero_point=clamp_zero_point,
         restriction=restriction, symmetric_zero_point=symmetric_zero_point,
-        **_spec(bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
+        reciprocal_multiplier=reciprocal_multiplier, **_spec(bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
                 zero_point_mode, nan_mode, axis, group_size))
 
 

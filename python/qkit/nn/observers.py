@@ -79,8 +79,8 @@ class ObserverBase(_TorchObserverBase):
     ``zero_point_mode``, ``nan_mode``; QParamsRule keywords ``divisor``, ``widen_to_zero``,
     ``degenerate``, ``zero_point_rounding``, ``integral_zero_point``, ``clamp_zero_point``,
     ``restriction``, ``symmetric_zero_point`` (default: PyTorch's: 0, or the midpoint of an
-    unsigned range for symmetric schemes). ``factory_kwargs`` (torch.ao) is accepted; state is
-    always float32 / int64 on the CPU.
+    unsigned range for symmetric schemes), ``reciprocal_multiplier``. ``factory_kwargs``
+    (torch.ao) is accepted; state is always float32 / int64 on the CPU.
     """
 
     _version = 1
@@ -101,6 +101,7 @@ class ObserverBase(_TorchObserverBase):
                  zero_point_rounding: str = "half_to_even", integral_zero_point: bool = True,
                  clamp_zero_point: bool = True, restriction: str = "none",
                  symmetric_zero_point: Optional[str] = None,
+                 reciprocal_multiplier: bool = False,
                  factory_kwargs: Optional[Dict[str, Any]] = None,
                  _obs_kw: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(dtype)
@@ -147,7 +148,8 @@ class ObserverBase(_TorchObserverBase):
             symmetric=qscheme in _SYMMETRIC, divisor=divisor, widen_to_zero=widen_to_zero,
             degenerate=degenerate, eps=self.eps, zero_point_rounding=zero_point_rounding,
             integral_zero_point=integral_zero_point, clamp_zero_point=clamp_zero_point,
-            restriction=restriction, symmetric_zero_point=symmetric_zero_point)
+            restriction=restriction, symmetric_zero_point=symmetric_zero_point,
+            reciprocal_multiplier=bool(reciprocal_multiplier))
         for buf_name, buf_dtype, dims in self._state_spec:
             self.register_buffer(buf_name, self._empty_buffer(buf_dtype, dims))
         # Checks every option now (the core's Validate): a bad keyword fails at construction.
