@@ -316,7 +316,7 @@ class MovingAverageMinMaxObserver(torch.nn.Module):
         symmetric = o.pop("symmetric")
         bits = o.pop("bits")
         lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-        o.update(quant_min=lo, quant_max=hi,
+        o.update(quant_min=lo, quant_max=hi, bits=bits,
                  dtype=torch.qint8 if signed else torch.quint8,
                  qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine)
         return o
@@ -345,16 +345,7 @@ class MovingAverageMinMaxObserver(torch.nn.Module):
                 f"element, got shape {tuple(step.shape)}")
         self.observer.train(self.training)
         self.observer(input.detach(), current_train_step=int(step.reshape(-1)[0]))
-        if self.quantization_formula == "cambricon":
-            # qkit.nn observers take the range as quant_min / quant_max and do not pass
-            # `bits`, which the cambricon restriction needs: choose from the state directly.
-            if self.observer.num_updates.numel() == 0 or int(self.observer.num_updates[0]) == 0:
-                raise RuntimeError("oneflow.nn.MovingAverageMinMaxObserver: no statistics "
-                                   "stored yet (OneFlow would take log2(0) of its zero buffer)")
-            scale, zero_point = ops.choose_qparams(self.observer.min_val, self.observer.max_val,
-                                                   **self._options)
-        else:
-            scale, zero_point = self.observer.calculate_qparams()
+        scale, zero_point = self.observer.calculate_qparams()
         return _to_oneflow_slots(self.quantization_formula, scale.to(torch.float32),
                                  zero_point.to(torch.float32), input.dtype)
 
