@@ -323,7 +323,10 @@ void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
                         << (multiplier ? "finite and >= 0 (a multiplier)" : "finite and > 0"));
   }
   if (zero_point == nullptr) {
-    QKIT_REQUIRE(qmin <= 0 && 0 <= qmax, InvalidArgument,
+    QKIT_REQUIRE((qmin <= 0 && 0 <= qmax) ||
+                     (spec.allow_zero_point_outside_range && qmax <= 16777216 &&
+                      qmin >= -16777216),
+                 InvalidArgument,
                  caller << ": `zero_point`=null (0) outside [`quant_min`=" << qmin
                         << ", `quant_max`=" << qmax << "]");
     return;
@@ -333,11 +336,23 @@ void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
     QKIT_REQUIRE(
         std::isfinite(z), InvalidArgument,
         caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z << " is not finite");
-    QKIT_REQUIRE(static_cast<double>(z) >= static_cast<double>(qmin) &&
-                     static_cast<double>(z) <= static_cast<double>(qmax),
-                 InvalidArgument,
+    if (static_cast<double>(z) >= static_cast<double>(qmin) &&
+        static_cast<double>(z) <= static_cast<double>(qmax)) {
+      continue;
+    }
+    QKIT_REQUIRE(spec.allow_zero_point_outside_range, InvalidArgument,
                  caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z
                         << " outside [`quant_min`=" << qmin << ", `quant_max`=" << qmax << "]");
+    QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
+                 caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z
+                        << " outside [`quant_min`=" << qmin << ", `quant_max`=" << qmax
+                        << "] must be integral");
+    const double reach = std::max(static_cast<double>(qmax) - z, z - static_cast<double>(qmin));
+    QKIT_REQUIRE(reach <= 16777216.0, InvalidArgument,
+                 caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z << " is "
+                        << reach << " codes from the far end of [`quant_min`=" << qmin
+                        << ", `quant_max`=" << qmax
+                        << "]; code - zero_point must be exact in float32 (<= 2^24)");
   }
 }
 

@@ -25,7 +25,7 @@ const std::string kSpec =
     "int bits=8, bool is_signed=True, bool narrow_range=False, int? quant_min=None, "
     "int? quant_max=None, str rounding=\"half_to_even\", str scale_mode=\"divide\", "
     "str zero_point_mode=\"add_after_round\", str nan_mode=\"propagate\", int? axis=None, "
-    "int group_size=0";
+    "int group_size=0, bool allow_zero_point_outside_range=False";
 
 const std::string kLsq =
     "int quant_min=-128, int quant_max=127, str variant=\"pytorch\", float grad_scale=1.0, "

@@ -112,7 +112,9 @@ void ChooseQParams(const float* min, const float* max, int64_t count, const Quan
 
 // Checks that fake-quant parameters are usable under `spec`: scale finite and > 0 (>= 0 in
 // kMultiplier mode), zero point finite and inside [quant_min, quant_max] (a null `zero_point`
-// means 0 everywhere, which must then be inside the range). Throws InvalidArgument naming
+// means 0 everywhere, which must then be inside the range); with
+// spec.allow_zero_point_outside_range a zero point outside it must be integral and within 2^24
+// of both ends. Throws InvalidArgument naming
 // `caller`, the argument, the index and the value.
 void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
                      const QuantSpec& spec, const char* caller);

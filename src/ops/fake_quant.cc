@@ -192,6 +192,7 @@ HWY_AFTER_NAMESPACE();
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <iomanip>
 #include <limits>
 #include <numeric>
 #include <utility>
@@ -390,10 +391,22 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
                       << ScaleModeName(spec.scale_mode) << ")");
     }
     const float z = qp.zero_point ? qp.zero_point[p] : 0.0f;
-    QKIT_REQUIRE(std::isfinite(z) && z >= static_cast<float>(qmin) && z <= static_cast<float>(qmax),
-                 InvalidArgument,
-                 fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
-                    << ", `quant_max`=" << qmax << "]");
+    QKIT_REQUIRE(std::isfinite(z), InvalidArgument,
+                 fn << ": `zero_point[" << p << "]`=" << z << " is not finite");
+    if (!(z >= static_cast<float>(qmin) && z <= static_cast<float>(qmax))) {
+      QKIT_REQUIRE(spec.allow_zero_point_outside_range, InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
+                      << ", `quant_max`=" << qmax << "]");
+      QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
+                      << ", `quant_max`=" << qmax << "] must be integral");
+      const double reach = std::max(static_cast<double>(qmax) - z, z - static_cast<double>(qmin));
+      QKIT_REQUIRE(reach <= 16777216.0, InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << std::setprecision(9) << z << " is "
+                      << reach
+                      << " codes from the far end of [`quant_min`=" << qmin << ", `quant_max`="
+                      << qmax << "]; code - zero_point must be exact in float32 (<= 2^24)");
+    }
     if (integral_zero_point) {
       QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
                    fn << ": `zero_point[" << p << "]`=" << z

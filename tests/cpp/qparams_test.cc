@@ -111,9 +111,9 @@ Preset NvidiaAffine(int bits) {
   return p;
 }
 
-// Distiller symmetric: multiplier n / sat (torch: reciprocal(sat) * n), sat 0 gives 1. SYMMETRIC uses n = (2^b - 1) / 2 on
-// its 257-level range [-2^(b-1), 2^(b-1)]; SYMMETRIC_RESTRICTED n = 2^(b-1) - 1 on the narrow
-// range.
+// Distiller symmetric: multiplier n / sat (torch: reciprocal(sat) * n), sat 0 gives 1.
+// SYMMETRIC uses n = (2^b - 1) / 2 on its 257-level range [-2^(b-1), 2^(b-1)];
+// SYMMETRIC_RESTRICTED n = 2^(b-1) - 1 on the narrow range.
 Preset DistillerSymmetric(int bits, bool restricted) {
   Preset p{SignedSpec(bits, restricted), {}};
   if (!restricted) {
@@ -1052,6 +1052,18 @@ TEST(QParamsValidateTest, RejectsBadScalesAndZeroPoints) {
                 {"`zero_point`[1]=128", "[`quant_min`=-128, `quant_max`=127]"});
   const float zp_lo[1] = {-129.0f};
   ExpectInvalid([&] { ValidateQParams(one, zp_lo, 1, spec, "f"); }, {"`zero_point`[0]=-129"});
+  // allow_zero_point_outside_range: integral zero points within 2^24 of both ends pass.
+  QuantSpec outside = spec;
+  outside.allow_zero_point_outside_range = true;
+  EXPECT_NO_THROW(ValidateQParams(one, zp_hi, 2, outside, "f"));
+  EXPECT_NO_THROW(ValidateQParams(one, zp_lo, 1, outside, "f"));
+  const float zp_frac[1] = {200.5f};
+  ExpectInvalid([&] { ValidateQParams(one, zp_frac, 1, outside, "f"); },
+                {"`zero_point`[0]=200.5", "integral"});
+  const float zp_far[1] = {16777216.0f};
+  ExpectInvalid([&] { ValidateQParams(one, zp_far, 1, outside, "f"); },
+                {"`zero_point`[0]=16777216", "2^24"});
+  ExpectInvalid([&] { ValidateQParams(one, zp_inf, 1, outside, "f"); }, {"`zero_point`[0]=-inf"});
   QuantSpec pos;  // a range without 0: a null zero point (0) is outside it
   pos.quant_min_override = 1;
   pos.quant_max_override = 10;

@@ -193,6 +193,38 @@ def test_quantize_codes_match_reference(rounding, scale_mode, gen):
     _assert_same(qkit.dequantize(q, scale, zp, **kw), qkit.fake_quantize(x, scale, zp, **kw))
 
 
+@pytest.mark.parametrize("zero_point_mode", ["add_after_round", "add_before_round"])
+@pytest.mark.parametrize("scale_mode", ["divide", "multiply_reciprocal", "multiplier"])
+def test_zero_point_outside_range_matches_reference(zero_point_mode, scale_mode, gen):
+    # allow_zero_point_outside_range: integral zero points beyond either end (OneFlow affine
+    # with b < 8 bits); codes stay clamped to [quant_min, quant_max].
+    x = _data((4, 250), gen, scale=0.2)
+    scale = torch.rand(4, generator=gen) + 0.3
+    zp = torch.tensor([20.0, -9.0, 255.0, 7.0])  # 4-bit range [0, 15]
+    kw = dict(bits=4, is_signed=False, axis=0, scale_mode=scale_mode,
+              zero_point_mode=zero_point_mode, allow_zero_point_outside_range=True)
+    out, mask = qkit.fake_quantize_with_mask(x, scale, zp, **kw)
+    want, want_mask = ref.fake_quant(x, scale, zp, 0, 15, scale_mode=scale_mode,
+                                     zero_point_mode=zero_point_mode, axis=0)
+    _assert_same(out, want)
+    assert torch.equal(mask, ref.pack_mask(want_mask))
+    codes = qkit.quantize(x, scale, zp, dtype=torch.int32, nan_mode="to_quant_min", **kw)
+    want_codes, _ = ref.fake_quant(x, scale, zp, 0, 15, scale_mode=scale_mode,
+                                   zero_point_mode=zero_point_mode, nan_mode="to_quant_min",
+                                   axis=0, codes=True)
+    _assert_same(codes.float(), want_codes)
+    back = qkit.dequantize(codes, scale, zp, **kw)
+    finite = ~torch.isnan(x)
+    _assert_same(back[finite], out[finite])
+    # without the option, or with a non-integral one outside, the zero point is refused
+    kw.pop("allow_zero_point_outside_range")
+    with pytest.raises(ValueError, match="zero_point"):
+        qkit.fake_quantize(x, scale, zp, **kw)
+    with pytest.raises(ValueError, match="integral"):
+        qkit.fake_quantize(x, scale, torch.tensor([20.5, 0, 0, 0]),
+                           allow_zero_point_outside_range=True, **kw)
+
+
 def test_quantize_dequantize_round_trip(gen):
     x = _finite_for_torch(_data((3, 200), gen), 1.0)
     for kw, dtype in ((dict(), torch.int8), (dict(is_signed=False), torch.uint8),

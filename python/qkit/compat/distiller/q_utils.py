@@ -82,9 +82,9 @@ def _symmetric_spec(num_bits: int, restrict_qrange: bool) -> dict:
 def symmetric_linear_quantization_params(num_bits: int, saturation_val: Any,
                                          restrict_qrange: bool = False):
     """``(scale, zero_point)`` for symmetric quantization of ``[-sat, sat]``:
-    ``scale = n / sat`` (torch: ``reciprocal(sat) * n``) with ``n = (2^b - 1) / 2`` (127.5; 257 levels, see the module doc) or,
-    restricted, ``n = 2^(b-1) - 1`` (127); a zero saturation gives scale 1. Python floats in,
-    Python floats out; tensors give tensors (at least 1-d)."""
+    ``scale = n / sat`` (torch: ``reciprocal(sat) * n``) with ``n = (2^b - 1) / 2`` (127.5; 257
+    levels, see the module doc) or, restricted, ``n = 2^(b-1) - 1`` (127); a zero saturation
+    gives scale 1. Python floats in, Python floats out; tensors give tensors (at least 1-d)."""
     num_bits = _check_bits(num_bits)
     is_scalar, sat_val = _prep_saturation_val_tensor(saturation_val)
     if bool((sat_val < 0).any()):

@@ -30,7 +30,10 @@ is; its CPU kernels round it half away from zero and cast it to ``uint8``. qkit 
 kernels. **Undefined behaviour is not reproduced, it raises** ``ValueError``:
 
 * a zero point whose rounded value is outside ``[0, 255]`` (OneFlow's CPU ``uint8`` cast is
-  undefined there; GCC wraps ``-3`` to ``253``), or outside ``[0, 2^b - 1]`` for ``b < 8``;
+  undefined there; GCC wraps ``-3`` to ``253``). For ``b < 8`` a rounded zero point in
+  ``(2^b - 1, 255]`` is defined (the unwidened range of an all-negative tensor gives one) and
+  used as OneFlow does: codes are still clamped to ``[0, 2^b - 1]`` (the core's
+  ``allow_zero_point_outside_range``);
 * a zero scale (OneFlow divides ``0 / 0`` and returns NaN: the all-zero tensor in symmetric
   mode), a constant tensor in affine mode (zero point ``-round(min / 0)``), cambricon with
   ``amax == 0`` (``log2(0)`` cast to int), NaN or ±Inf in an observed tensor (OneFlow's CPU
@@ -123,8 +126,9 @@ def _cambricon_step(who: str, scale: Tensor) -> Tensor:
 
 def _affine_zero_point(who: str, zero_point: Tensor, bit: int) -> Tensor:
     """OneFlow CPU: ``(uint8_t) std::round(zero_point)``. Defined only when the rounded value
-    lies in [0, 255]; the core then checks it against [0, 2^b - 1]. The rounding is the core's
-    half-away-from-zero rounding (quantize with step 1)."""
+    lies in [0, 255], which may exceed the ``b``-bit range [0, 2^b - 1] (the core accepts it with
+    ``allow_zero_point_outside_range``). The rounding is the core's half-away-from-zero
+    rounding (quantize with step 1)."""
     zp = zero_point.detach().reshape(-1).to(torch.float32)
     bad = ~((zp > -0.5) & (zp < 255.5))
     if bool(bad.any()):
@@ -174,7 +178,8 @@ class _QuantOp(torch.nn.Module):
         zp = _affine_zero_point(who, zero_point, b)
         return (scale.detach(), zp,
                 dict(bits=b, is_signed=False, rounding="half_to_even",
-                     zero_point_mode="add_before_round", axis=axis))
+                     zero_point_mode="add_before_round", axis=axis,
+                     allow_zero_point_outside_range=True))
 
     def extra_repr(self) -> str:
         return (f"quantization_formula={self.quantization_formula!r}, "
