@@ -279,9 +279,9 @@ at::Tensor QuantizeOp(const at::Tensor& x, const at::Tensor& scale,
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
   const at::ScalarType out_type = dtype.has_value() ? *dtype : SmallestIntType(spec);
   at::Tensor q = at::empty(xc.sizes(), xc.options().dtype(out_type));
-  Translate([&] {
-    Quantize(xv, spec, p.View(), ToView(q, Kind::kInteger, op, "q (dtype)"), MakeContext());
-  });
+  // dtype float32: the codes as floats (NaN kept under nan_mode='propagate').
+  const Kind kind = out_type == at::kFloat ? Kind::kFloating : Kind::kInteger;
+  Translate([&] { Quantize(xv, spec, p.View(), ToView(q, kind, op, "q (dtype)"), MakeContext()); });
   return q;
 }
 

@@ -123,7 +123,9 @@ def quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *, b
              allow_zero_point_outside_range: bool = False,
              dtype: Optional[torch.dtype] = None) -> Tensor:
     """Integer codes ``clamp(q, quant_min, quant_max)`` in ``dtype`` (default: the smallest of
-    int8 / uint8 / int16 / int32 that holds the range)."""
+    int8 / uint8 / int16 / int32 that holds the range). ``dtype=torch.float32`` gives the codes
+    as floats, where ``nan_mode="propagate"`` keeps NaN (integer codes raise on NaN unless
+    ``nan_mode="to_quant_min"``)."""
     return _ops.quantize(x, scale, zero_point, dtype=dtype, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
         zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))

@@ -835,6 +835,68 @@ TEST_P(FakeQuantTest, QuantizeNaNHandling) {
   Tensor back(DType::kFloat32, shape);
   Dequantize(q.view(), spec, p.View(), back.view(), ctx);
   EXPECT_EQ(back.Get(37), -65.5f);
+  // Float32 codes keep NaN under kPropagate (OneFlow's Quantization, Distiller's
+  // linear_quantize), store quant_min under kToQuantMin, and throw under kError.
+  Tensor f(DType::kFloat32, shape);
+  spec.nan_mode = NanMode::kPropagate;
+  Quantize(x.view(), spec, p.View(), f.view(), ctx);
+  EXPECT_TRUE(std::isnan(f.Get(37)));
+  EXPECT_EQ(f.Get(0), 5.0f);
+  EXPECT_EQ(f.Get(39), 5.0f);
+  spec.nan_mode = NanMode::kToQuantMin;
+  Quantize(x.view(), spec, p.View(), f.view(), ctx);
+  EXPECT_EQ(f.Get(37), -128.0f);
+  spec.nan_mode = NanMode::kError;
+  EXPECT_THROW(Quantize(x.view(), spec, p.View(), f.view(), ctx), InvalidArgument);
+  // In place (q_out is x itself): the same codes, NaN kept.
+  spec.nan_mode = NanMode::kPropagate;
+  Tensor y(DType::kFloat32, shape);
+  y.Fill(xs);
+  Quantize(y.view(), spec, p.View(), y.view(), ctx);
+  EXPECT_TRUE(std::isnan(y.Get(37)));
+  EXPECT_EQ(y.Get(1), 5.0f);
+  // float16 codes are not offered.
+  Tensor h(DType::kFloat16, shape);
+  EXPECT_THROW(Quantize(x.view(), spec, p.View(), h.view(), ctx), InvalidArgument);
+}
+
+// Float32 codes of random inputs equal the reference codes (and the int32 ones) bit for bit,
+// for every option, per tensor and per channel, strided, with NaN kept under kPropagate.
+TEST_P(FakeQuantTest, QuantizeToFloatCodesMatchesReference) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  int k = 0;
+  for (ScaleMode s : {ScaleMode::kDivide, ScaleMode::kMultiplyReciprocal, ScaleMode::kMultiplier}) {
+    for (ZeroPointMode zm : {ZeroPointMode::kAddAfterRound, ZeroPointMode::kAddBeforeRound}) {
+      for (Layout l : {Layout::kContiguous, Layout::kTransposed}) {
+        QuantSpec spec;
+        ApplyRange(spec, k % 4, 2 + (k * 5) % 15, rng);
+        spec.rounding = static_cast<Rounding>(k % 3);
+        spec.scale_mode = s;
+        spec.zero_point_mode = zm;
+        spec.nan_mode = k % 2 ? NanMode::kPropagate : NanMode::kToQuantMin;
+        spec.layout = k % 3 ? ParamLayout::PerChannel(k % 2) : ParamLayout::PerTensor();
+        ++k;
+        const std::vector<int64_t> shape = {6, 77};
+        const Params p = RandomParams(spec, shape, rng,
+                                      zm == ZeroPointMode::kAddAfterRound);
+        Tensor x(DType::kFloat32, shape, l);
+        x.Fill(RandomInputs(spec, p, shape, rng, 0.05));
+        const std::vector<float> xs = x.GetAll();
+        Tensor f(DType::kFloat32, shape, l);
+        Quantize(x.view(), spec, p.View(), f.view(), Context{});
+        std::vector<float> want(xs.size());
+        for (size_t i = 0; i < xs.size(); ++i) {
+          const int64_t slot = ref::SlotRef(static_cast<int64_t>(i), shape, spec.layout);
+          want[i] = std::isnan(xs[i]) && spec.nan_mode == NanMode::kPropagate
+                        ? xs[i]
+                        : ref::CodeRef(xs[i], p.s(slot), p.z(slot), spec);
+        }
+        ASSERT_TRUE(BitwiseEqual(want.data(), f.GetAll().data(), f.numel(), xs.data()))
+            << Describe(spec);
+      }
+    }
+  }
 }
 
 TEST_P(FakeQuantTest, QuantizeSaturatesInfinities) {
@@ -1347,9 +1409,10 @@ TEST(FakeQuantErrors, BadTensors) {
   ExpectError<InvalidArgument>(
       [&] { FakeQuantize(x1, spec, p.View(), shifted, nullptr, Context{}); },
       {"`out` overlaps `x`"});
-  // Quantize: float output, and a dtype too narrow for the range.
-  ExpectError<InvalidArgument>([&] { Quantize(x.view(), spec, p.View(), out.view(), Context{}); },
-                               {"qkit::Quantize", "`q_out`", "float32"});
+  // Quantize: a float16 output (float32 codes are allowed), and a dtype too narrow for the range.
+  Tensor h16(DType::kFloat16, x.shape());
+  ExpectError<InvalidArgument>([&] { Quantize(x.view(), spec, p.View(), h16.view(), Context{}); },
+                               {"qkit::Quantize", "`q_out`", "float16", "float32"});
   QuantSpec u8;
   u8.is_signed = false;
   ExpectError<InvalidArgument>([&] { Quantize(x.view(), u8, p.View(), xi.view(), Context{}); },

@@ -233,8 +233,11 @@ def test_nan_and_inf_inputs():
         xi = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.2])
         same(flow.nn.FakeQuantization(formula, 8, scheme)(xi, s, z),
              ref_fake(xi, s, z, formula, 8, scheme))
-    with pytest.raises(ValueError, match="NaN"):
-        flow.nn.Quantization()(x, s, z)
+        # Quantization keeps NaN in its float codes (the kernel's ternary clamps)
+        same(flow.nn.Quantization(formula, 8, scheme)(xi, s, z),
+             ref_codes(xi, s, z, formula, 8, scheme)[0])
+    q = flow.nn.Quantization()(x, s, z)
+    assert torch.isnan(q[1]) and q[0].item() == 5.0 and q[2].item() == -10.0
 
 
 def test_undefined_zero_points_raise():

@@ -225,6 +225,26 @@ def test_zero_point_outside_range_matches_reference(zero_point_mode, scale_mode,
                            allow_zero_point_outside_range=True, **kw)
 
 
+@pytest.mark.parametrize("nan_mode", ["propagate", "to_quant_min"])
+def test_quantize_to_float_codes_keeps_nan(nan_mode, gen):
+    x = _data((5, 120), gen).t()  # NaN, ±inf, ties; non-contiguous
+    scale = torch.rand(5, generator=gen) + 0.2
+    zp = torch.randint(-3, 3, (5,), generator=gen).float()
+    kw = dict(axis=1, quant_min=-50, quant_max=60, nan_mode=nan_mode,
+              zero_point_mode="add_before_round")
+    q = qkit.quantize(x, scale, zp, dtype=torch.float32, **kw)
+    want, _ = ref.fake_quant(x, scale, zp, -50, 60, axis=1, codes=True, nan_mode=nan_mode,
+                             zero_point_mode="add_before_round")
+    assert q.dtype == torch.float32 and bool(torch.isnan(q).any()) == (nan_mode == "propagate")
+    _assert_same(q, want)
+    # float64 input: float32 codes converted back like every op
+    _assert_same(qkit.quantize(x.double(), scale, zp, dtype=torch.float32, **kw), want)
+    with pytest.raises(ValueError, match="NaN"):
+        qkit.quantize(x, scale, zp, dtype=torch.float32, axis=1, nan_mode="error")
+    with pytest.raises(ValueError, match="dtype"):
+        qkit.quantize(x, scale, zp, dtype=torch.float16, axis=1)
+
+
 def test_quantize_dequantize_round_trip(gen):
     x = _finite_for_torch(_data((3, 200), gen), 1.0)
     for kw, dtype in ((dict(), torch.int8), (dict(is_signed=False), torch.uint8),

@@ -156,12 +156,10 @@ def _params(input: Tensor, scale: Any, zero_point: Any):  # noqa: A002
 def _quantize_codes(input: Tensor, scale: Any, zero_point: Any) -> Tensor:
     slots, s, z = _params(input, scale, zero_point)
     x = slots.to_layout(input.detach())
-    codes = ops.quantize(x, s, z, **_no_clamp_spec(slots.axis), nan_mode="to_quant_min",
-                         dtype=torch.int32)
+    # float32 codes: NaN stays NaN, as Distiller's round(scale * x - zp)
+    codes = ops.quantize(x, s, z, **_no_clamp_spec(slots.axis), nan_mode="propagate",
+                         dtype=torch.float32)
     out = codes.to(input.dtype if input.is_floating_point() else torch.float32)
-    nan = torch.isnan(x)
-    if bool(nan.any()):
-        out = torch.where(nan, x.to(out.dtype), out)
     return slots.from_layout(out)
 
 
@@ -184,12 +182,8 @@ def linear_quantize_clamp(input: Tensor, scale: Any, zero_point: Any,  # noqa: A
     x = slots.to_layout(input.detach())
     codes = ops.quantize(x, s, z, quant_min=int(clamp_min), quant_max=int(clamp_max),
                          scale_mode="multiplier", zero_point_mode="add_before_round",
-                         axis=slots.axis, nan_mode="to_quant_min", dtype=torch.int32)
-    out = codes.to(input.dtype)
-    nan = torch.isnan(x)
-    if bool(nan.any()):
-        out = torch.where(nan, x.to(out.dtype), out)
-    out = slots.from_layout(out)
+                         axis=slots.axis, nan_mode="propagate", dtype=torch.float32)
+    out = slots.from_layout(codes.to(input.dtype))
     if inplace:
         input.copy_(out)
         return input

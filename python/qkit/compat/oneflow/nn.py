@@ -40,8 +40,8 @@ kernels. **Undefined behaviour is not reproduced, it raises** ``ValueError``:
   min/max then depends on where the NaN sits), a NaN or infinite cambricon shift.
 
 Other differences: float64 inputs are computed in float32 precision (OneFlow computes in
-double), and ``Quantization`` of a NaN raises (qkit's integer quantization cannot hold NaN;
-OneFlow stores NaN in its float result).
+double). ``Quantization`` of a NaN gives NaN, as OneFlow's float result (the core's float32
+codes with ``nan_mode="propagate"``).
 
 Bad attributes (``quantization_bit`` outside 2..8, unknown scheme or formula,
 ``stop_update_after_iters <= 0``) raise :class:`CheckFailedException` (a ``RuntimeError``), as
@@ -211,11 +211,12 @@ class Quantization(_QuantOp):
     """``oneflow.nn.Quantization``: as :class:`FakeQuantization` but returns the clamped integer
     codes stored in the input's dtype. Affine codes keep the zero point added (OneFlow's kernel;
     its docstring says it is subtracted). Not differentiable (OneFlow registers no gradient).
-    A NaN input raises ``ValueError`` (OneFlow returns NaN in the float output)."""
+    A NaN input gives NaN (OneFlow's ternary clamps let it through)."""
 
     def forward(self, input: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None) -> Tensor:
         s, z, kw = self._core_args(input, scale, zero_point)
-        codes = ops.quantize(input.detach(), s, z, nan_mode="error", dtype=torch.int32, **kw)
+        codes = ops.quantize(input.detach(), s, z, nan_mode="propagate", dtype=torch.float32,
+                             **kw)
         return codes.to(input.dtype)
 
 
