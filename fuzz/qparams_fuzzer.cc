@@ -49,6 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rule.widen_to_zero = rflags & 1;
   rule.integral_zero_point = rflags & 2;
   rule.clamp_zero_point = rflags & 4;
+  rule.reciprocal_multiplier = rflags & 16;
   if (rflags & 8) rule.eps = in.F32();
   rule.degenerate = in.Enum<DegenerateRule>(5);
   rule.zero_point_rounding = in.Enum<Rounding>(3);

@@ -92,6 +92,9 @@ Plan MakePlan(const QuantSpec& spec, const QParamsRule& rule, const char* caller
                InvalidArgument,
                caller << ": `rule.degenerate`=kOneIfStepAtMostEps is defined on a step and "
                          "cannot be used with `scale_mode`=multiplier");
+  QKIT_REQUIRE(!rule.reciprocal_multiplier || p.multiplier, InvalidArgument,
+               caller << ": `rule.reciprocal_multiplier`=true needs `scale_mode`=multiplier (got "
+                      << ScaleModeName(spec.scale_mode) << ")");
   QKIT_REQUIRE(rule.restriction != ScaleRestriction::kPow2FloorLog2Amax || spec.symmetric,
                InvalidArgument,
                caller << ": `rule.restriction`=kPow2FloorLog2Amax (cambricon) needs a symmetric "
@@ -170,6 +173,16 @@ float ApplyDegenerate(float scale, float range, const Plan& p, const QParamsRule
   return scale;
 }
 
+// The multiplier d / range: one division, or torch's `d / tensor` = reciprocal(range) * d (two
+// float32 roundings) with rule.reciprocal_multiplier. A zero range gives +inf either way.
+float Multiplier(float d, float range, const QParamsRule& rule) {
+  if (rule.reciprocal_multiplier) {
+    const float reciprocal = 1.0f / range;
+    return reciprocal * d;
+  }
+  return d / range;
+}
+
 // Horizon BERNOULLI power-of-two step, on a positive finite step or multiplier.
 float ApplyBernoulli(float scale, bool multiplier) {
   if (scale == 0.0f) return scale;  // kNone / kZeroBelowEps zero stays zero
@@ -219,7 +232,7 @@ QParams ChooseOne(float min, float max, int64_t index, const QuantSpec& spec,
                           << " gives 2^shift outside the positive finite float32 range");
       return out;
     }
-    const float raw = p.multiplier ? p.divisor / amax : amax / p.divisor;
+    const float raw = p.multiplier ? Multiplier(p.divisor, amax, rule) : amax / p.divisor;
     out.scale = ApplyDegenerate(raw, amax, p, rule);
   } else {
     const float mn = rule.widen_to_zero ? std::min(min, 0.0f) : min;
@@ -227,7 +240,7 @@ QParams ChooseOne(float min, float max, int64_t index, const QuantSpec& spec,
     const float range = mx - mn;
     QKIT_REQUIRE(std::isfinite(range), InvalidArgument,
                  caller << ": range " << range_text() << " overflows float32 (max - min = inf)");
-    const float raw = p.multiplier ? p.levels / range : range / p.levels;
+    const float raw = p.multiplier ? Multiplier(p.levels, range, rule) : range / p.levels;
     out.scale = ApplyDegenerate(raw, range, p, rule);
   }
   QKIT_REQUIRE(std::isfinite(out.scale), InvalidArgument,
@@ -310,7 +323,10 @@ void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
                         << (multiplier ? "finite and >= 0 (a multiplier)" : "finite and > 0"));
   }
   if (zero_point == nullptr) {
-    QKIT_REQUIRE(qmin <= 0 && 0 <= qmax, InvalidArgument,
+    QKIT_REQUIRE((qmin <= 0 && 0 <= qmax) ||
+                     (spec.allow_zero_point_outside_range && qmax <= 16777216 &&
+                      qmin >= -16777216),
+                 InvalidArgument,
                  caller << ": `zero_point`=null (0) outside [`quant_min`=" << qmin
                         << ", `quant_max`=" << qmax << "]");
     return;
@@ -320,11 +336,23 @@ void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
     QKIT_REQUIRE(
         std::isfinite(z), InvalidArgument,
         caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z << " is not finite");
-    QKIT_REQUIRE(static_cast<double>(z) >= static_cast<double>(qmin) &&
-                     static_cast<double>(z) <= static_cast<double>(qmax),
-                 InvalidArgument,
+    if (static_cast<double>(z) >= static_cast<double>(qmin) &&
+        static_cast<double>(z) <= static_cast<double>(qmax)) {
+      continue;
+    }
+    QKIT_REQUIRE(spec.allow_zero_point_outside_range, InvalidArgument,
                  caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z
                         << " outside [`quant_min`=" << qmin << ", `quant_max`=" << qmax << "]");
+    QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
+                 caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z
+                        << " outside [`quant_min`=" << qmin << ", `quant_max`=" << qmax
+                        << "] must be integral");
+    const double reach = std::max(static_cast<double>(qmax) - z, z - static_cast<double>(qmin));
+    QKIT_REQUIRE(reach <= 16777216.0, InvalidArgument,
+                 caller << ": `zero_point`[" << i << "]=" << std::setprecision(9) << z << " is "
+                        << reach << " codes from the far end of [`quant_min`=" << qmin
+                        << ", `quant_max`=" << qmax
+                        << "]; code - zero_point must be exact in float32 (<= 2^24)");
   }
 }
 

@@ -82,6 +82,7 @@ std::string QuantSpec::ToString() const {
      << (symmetric ? "symmetric" : "affine") << " round=" << RoundingName(rounding)
      << " scale=" << ScaleModeName(scale_mode)
      << (zero_point_mode == ZeroPointMode::kAddBeforeRound ? " zp_before_round" : "")
+     << (allow_zero_point_outside_range ? " zp_outside_range" : "")
      << " " << layout.ToString();
   return os.str();
 }

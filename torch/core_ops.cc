@@ -279,9 +279,9 @@ at::Tensor QuantizeOp(const at::Tensor& x, const at::Tensor& scale,
   const Params p = PrepareParams(xv, spec, scale, zero_point, op);
   const at::ScalarType out_type = dtype.has_value() ? *dtype : SmallestIntType(spec);
   at::Tensor q = at::empty(xc.sizes(), xc.options().dtype(out_type));
-  Translate([&] {
-    Quantize(xv, spec, p.View(), ToView(q, Kind::kInteger, op, "q (dtype)"), MakeContext());
-  });
+  // dtype float32: the codes as floats (NaN kept under nan_mode='propagate').
+  const Kind kind = out_type == at::kFloat ? Kind::kFloating : Kind::kInteger;
+  Translate([&] { Quantize(xv, spec, p.View(), ToView(q, kind, op, "q (dtype)"), MakeContext()); });
   return q;
 }
 
@@ -364,13 +364,14 @@ std::tuple<at::Tensor, at::Tensor> ChooseQParamsOp(
     const at::Tensor& min, const at::Tensor& max, QKIT_SPEC_PARAMS, bool symmetric,
     c10::string_view divisor, bool widen_to_zero, c10::string_view degenerate, double eps,
     c10::string_view zero_point_rounding, bool integral_zero_point, bool clamp_zero_point,
-    c10::string_view restriction, c10::string_view symmetric_zero_point) {
+    c10::string_view restriction, c10::string_view symmetric_zero_point,
+    bool reciprocal_multiplier) {
   const char* op = "qkit.choose_qparams";
   QuantSpec spec = QKIT_SPEC_ARGS.Spec(op);
   spec.symmetric = symmetric;
   const QParamsRule rule =
       ParseRule(divisor, widen_to_zero, degenerate, eps, zero_point_rounding, integral_zero_point,
-                clamp_zero_point, restriction, symmetric_zero_point, op);
+                clamp_zero_point, restriction, symmetric_zero_point, reciprocal_multiplier, op);
   CheckCpuDense(min, op, "min");
   CheckCpuDense(max, op, "max");
   TORCH_CHECK_VALUE(min.sizes() == max.sizes(), op, ": `min` has shape ", min.sizes(),

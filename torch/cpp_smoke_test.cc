@@ -87,12 +87,13 @@ int main(int argc, char** argv) {
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
                             int64_t, bool, bool, c10::optional<int64_t>, c10::optional<int64_t>,
                             c10::string_view, c10::string_view, c10::string_view, c10::string_view,
-                            c10::optional<int64_t>, int64_t, c10::string_view)>();
+                            c10::optional<int64_t>, int64_t, bool, c10::string_view)>();
   const float s = 2.0f / 127.5f;
   at::Tensor xf = at::tensor({-1.5f, -0.75f, -0.2f, 0.0f, 0.1f, 0.35f, 0.9f, 2.0f});
   at::Tensor out =
       fq.call(xf, at::tensor({s}), c10::nullopt, 8, true, false, c10::nullopt, c10::nullopt,
-              "half_to_even", "divide", "add_after_round", "propagate", c10::nullopt, 0, "clipped");
+              "half_to_even", "divide", "add_after_round", "propagate", c10::nullopt, 0, false,
+              "clipped");
   std::vector<float> want;
   for (float q : {-96.0f, -48.0f, -13.0f, 0.0f, 6.0f, 22.0f, 57.0f, 127.0f}) want.push_back(q * s);
   Expect(Equal(out, want), "fake_quantize (SPEC 10.2 A)");

@@ -457,10 +457,11 @@ std::vector<at::Tensor> CommitOp(at::TensorList state, const at::Tensor& r_min,
 #define QKIT_RULE_PARAMS                                                                     \
   bool symmetric, c10::string_view divisor, bool widen_to_zero, c10::string_view degenerate, \
       double eps, c10::string_view zero_point_rounding, bool integral_zero_point,            \
-      bool clamp_zero_point, c10::string_view restriction, c10::string_view symmetric_zero_point
+      bool clamp_zero_point, c10::string_view restriction,                                   \
+      c10::string_view symmetric_zero_point, bool reciprocal_multiplier
 #define QKIT_RULE_ARGS                                                                         \
   ParseRule(divisor, widen_to_zero, degenerate, eps, zero_point_rounding, integral_zero_point, \
-            clamp_zero_point, restriction, symmetric_zero_point, op)
+            clamp_zero_point, restriction, symmetric_zero_point, reciprocal_multiplier, op)
 
 std::tuple<at::Tensor, at::Tensor> QParamsOf(const AnyObserver& obs, const ObsArgs& a,
                                              QuantSpec spec, const QParamsRule& rule,

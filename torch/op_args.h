@@ -43,6 +43,7 @@ struct SpecArgs {
   std::string rounding, scale_mode, zero_point_mode, nan_mode;
   c10::optional<int64_t> axis;
   int64_t group_size;
+  bool allow_zero_point_outside_range = false;
 
   QuantSpec Spec(const char* op) const {
     QuantSpec s;
@@ -66,6 +67,7 @@ struct SpecArgs {
                                 {NanMode::kPropagate, NanMode::kToQuantMin, NanMode::kError}, op,
                                 "nan_mode");
     s.layout = Layout();
+    s.allow_zero_point_outside_range = allow_zero_point_outside_range;
     return s;
   }
   ParamLayout Layout() const {
@@ -91,6 +93,7 @@ struct SpecArgs {
     d["nan_mode"] = nan_mode;
     d["axis"] = axis.has_value() ? c10::IValue(*axis) : c10::IValue();
     d["group_size"] = group_size;
+    d["allow_zero_point_outside_range"] = allow_zero_point_outside_range;
   }
   static SpecArgs Load(AutogradContext* ctx) {
     auto& d = ctx->saved_data;
@@ -107,7 +110,8 @@ struct SpecArgs {
             d["zero_point_mode"].toStringRef(),
             d["nan_mode"].toStringRef(),
             opt("axis"),
-            d["group_size"].toInt()};
+            d["group_size"].toInt(),
+            d["allow_zero_point_outside_range"].toBool()};
   }
 };
 
@@ -115,12 +119,12 @@ struct SpecArgs {
   int64_t bits, bool is_signed, bool narrow_range, c10::optional<int64_t> quant_min,            \
       c10::optional<int64_t> quant_max, c10::string_view rounding, c10::string_view scale_mode, \
       c10::string_view zero_point_mode, c10::string_view nan_mode, c10::optional<int64_t> axis, \
-      int64_t group_size
+      int64_t group_size, bool allow_zero_point_outside_range
 #define QKIT_SPEC_ARGS                                                                      \
   SpecArgs {                                                                                \
     bits, is_signed, narrow_range, quant_min, quant_max, std::string(rounding),             \
         std::string(scale_mode), std::string(zero_point_mode), std::string(nan_mode), axis, \
-        group_size                                                                          \
+        group_size, allow_zero_point_outside_range                                          \
   }
 
 inline NonFinite ParseNonFinite(c10::string_view v, const char* op) {
@@ -134,7 +138,8 @@ inline QParamsRule ParseRule(c10::string_view divisor, bool widen_to_zero,
                              c10::string_view degenerate, double eps,
                              c10::string_view zero_point_rounding, bool integral_zero_point,
                              bool clamp_zero_point, c10::string_view restriction,
-                             c10::string_view symmetric_zero_point, const char* op) {
+                             c10::string_view symmetric_zero_point, bool reciprocal_multiplier,
+                             const char* op) {
   QParamsRule rule;
   rule.divisor = Parse<SymmetricDivisor>(
       divisor, {"half_range", "quant_max", "half_full_range"},
@@ -164,6 +169,7 @@ inline QParamsRule ParseRule(c10::string_view divisor, bool widen_to_zero,
                                 {SymmetricZeroPoint::kZero, SymmetricZeroPoint::kMidpointUp,
                                  SymmetricZeroPoint::kMidpointDown},
                                 op, "symmetric_zero_point");
+  rule.reciprocal_multiplier = reciprocal_multiplier;
   return rule;
 }
 

@@ -25,7 +25,7 @@ const std::string kSpec =
     "int bits=8, bool is_signed=True, bool narrow_range=False, int? quant_min=None, "
     "int? quant_max=None, str rounding=\"half_to_even\", str scale_mode=\"divide\", "
     "str zero_point_mode=\"add_after_round\", str nan_mode=\"propagate\", int? axis=None, "
-    "int group_size=0";
+    "int group_size=0, bool allow_zero_point_outside_range=False";
 
 const std::string kLsq =
     "int quant_min=-128, int quant_max=127, str variant=\"pytorch\", float grad_scale=1.0, "
@@ -48,7 +48,8 @@ const std::string kRule =
     "bool symmetric=True, str divisor=\"half_range\", bool widen_to_zero=True, "
     "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
     "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
-    "bool clamp_zero_point=True, str restriction=\"none\", str symmetric_zero_point=\"zero\"";
+    "bool clamp_zero_point=True, str restriction=\"none\", str symmetric_zero_point=\"zero\", "
+    "bool reciprocal_multiplier=False";
 
 const std::string kStats =
     "Tensor range_min, Tensor range_max, Tensor range_observed, Tensor range_nonfinite";
@@ -108,7 +109,7 @@ TORCH_LIBRARY(qkit, m) {
          "str degenerate=\"floor_at_eps\", float eps=1.1920928955078125e-07, "
          "str zero_point_rounding=\"half_to_even\", bool integral_zero_point=True, "
          "bool clamp_zero_point=True, str restriction=\"none\", "
-         "str symmetric_zero_point=\"zero\") -> (Tensor scale, "
+         "str symmetric_zero_point=\"zero\", bool reciprocal_multiplier=False) -> (Tensor scale, "
          "Tensor zero_point)")
             .c_str());
 

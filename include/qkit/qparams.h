@@ -74,14 +74,21 @@ struct QParamsRule {
                                     // false keeps it as computed (OneFlow, MegEngine)
   ScaleRestriction restriction = ScaleRestriction::kNone;
   SymmetricZeroPoint symmetric_zero_point = SymmetricZeroPoint::kZero;
+  // kMultiplier only: form the multiplier as f32(f32(1 / range) * d) (two roundings) instead
+  // of f32(d / range). torch evaluates `python_number / tensor` as `reciprocal(tensor) *
+  // number`, so Distiller's `n / sat` and `n / diff` are this form (about a quarter of the
+  // multipliers differ from the single division by one ulp). Throws with a step ScaleMode.
+  bool reciprocal_multiplier = false;
 };
 
 // (scale, zero_point) for the range [min, max] under `spec` (range, symmetric, ScaleMode) and
 // `rule`. float32 arithmetic throughout, in the operation order of docs/qparams.md:
-//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax);
+//   symmetric:  amax = max(|min|, |max|);  s = amax / d  (or m = d / amax, or
+//               m = f32(1 / amax) * d with rule.reciprocal_multiplier);
 //               z = 0 (or the range's midpoint, rule.symmetric_zero_point)
 //   affine:     [mn, mx] widened to 0 if rule.widen_to_zero;  s = (mx - mn) / (qmax - qmin)
-//               (or m = (qmax - qmin) / (mx - mn));  z = qmin - round(mn / s)  (or mn * m),
+//               (or m = (qmax - qmin) / (mx - mn), or f32(1 / (mx - mn)) * (qmax - qmin));
+//               z = qmin - round(mn / s)  (or mn * m),
 //               clamped to [qmin, qmax] if rule.clamp_zero_point
 // (kMultiplyReciprocal chooses parameters exactly like kDivide.) A zero zero point is +0.
 // Degenerate ranges follow rule.degenerate. A zero step is returned only for kNone (symmetric;
@@ -91,7 +98,8 @@ struct QParamsRule {
 // (the range overflows float32, or a multiplier d / amax overflows), a non-finite zero point
 // (affine with a zero step under kNone), cambricon with amax 0 or a step 2^shift that is not a
 // positive finite float32; and for an inconsistent rule (kZeroBelowEps without kMultiplier,
-// kOneIfStepAtMostEps with kMultiplier, cambricon on an affine spec, eps NaN / Inf / negative,
+// kOneIfStepAtMostEps with kMultiplier, reciprocal_multiplier without kMultiplier, cambricon on
+// an affine spec, eps NaN / Inf / negative,
 // or eps <= 0 under kFloorAtEps).
 QParams ChooseQParams(float min, float max, const QuantSpec& spec, const QParamsRule& rule,
                       const char* caller = "qkit::ChooseQParams");
@@ -104,7 +112,9 @@ void ChooseQParams(const float* min, const float* max, int64_t count, const Quan
 
 // Checks that fake-quant parameters are usable under `spec`: scale finite and > 0 (>= 0 in
 // kMultiplier mode), zero point finite and inside [quant_min, quant_max] (a null `zero_point`
-// means 0 everywhere, which must then be inside the range). Throws InvalidArgument naming
+// means 0 everywhere, which must then be inside the range); with
+// spec.allow_zero_point_outside_range a zero point outside it must be integral and within 2^24
+// of both ends. Throws InvalidArgument naming
 // `caller`, the argument, the index and the value.
 void ValidateQParams(const float* scale, const float* zero_point, int64_t count,
                      const QuantSpec& spec, const char* caller);

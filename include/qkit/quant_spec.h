@@ -81,6 +81,14 @@ struct QuantSpec {
   ScaleMode scale_mode = ScaleMode::kDivide;
   ZeroPointMode zero_point_mode = ZeroPointMode::kAddAfterRound;
   NanMode nan_mode = NanMode::kPropagate;
+  // Accept zero points outside [quant_min, quant_max] in FakeQuantize / Quantize / Dequantize
+  // and ValidateQParams. Such a zero point must still be finite and integral, and every
+  // code - zero_point exact in float32: max(quant_max - z, z - quant_min) <= 2^24. The codes
+  // are still clamped to [quant_min, quant_max], so real 0 is then not representable. OneFlow's
+  // affine FakeQuantization / Quantization define it for b < 8 bits (SPEC §2.2, §2.4: the
+  // unwidened range gives z = -RNE(min / s) up to 255 with codes in [0, 2^b - 1]).
+  // Not an observer option (PassiveObserver rejects it; observers keep zero points in range).
+  bool allow_zero_point_outside_range = false;
 
   // ---- granularity --------------------------------------------------------------------------
   ParamLayout layout;

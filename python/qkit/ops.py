@@ -11,6 +11,8 @@ Common options of the fake-quantization family (the fields of ``qkit::QuantSpec`
   PyTorch), ``"multiplier"`` (scale is m = 1/step: x * m, NVIDIA / Distiller).
 * ``zero_point_mode``: ``"add_after_round"`` (default) or ``"add_before_round"``.
 * ``nan_mode``: ``"propagate"`` (default), ``"to_quant_min"`` (PyTorch), ``"error"``.
+* ``allow_zero_point_outside_range``: accept zero points outside ``[quant_min, quant_max]``
+  (integral, within 2^24 of both ends; OneFlow's affine zero point with fewer than 8 bits).
 * layout: ``axis=None`` per tensor; ``axis=k`` per channel (scale has ``shape[k]`` entries);
   ``axis=k, group_size=g`` per group.
 
@@ -35,11 +37,12 @@ _ops = torch.ops.qkit
 
 
 def _spec(bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-          zero_point_mode, nan_mode, axis, group_size):
+          zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range=False):
     return dict(bits=bits, is_signed=is_signed, narrow_range=narrow_range, quant_min=quant_min,
                 quant_max=quant_max, rounding=rounding, scale_mode=scale_mode,
                 zero_point_mode=zero_point_mode, nan_mode=nan_mode, axis=axis,
-                group_size=group_size)
+                group_size=group_size,
+                allow_zero_point_outside_range=allow_zero_point_outside_range)
 
 
 def fake_quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *,
@@ -48,6 +51,7 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None,
                   rounding: str = "half_to_even", scale_mode: str = "divide",
                   zero_point_mode: str = "add_after_round", nan_mode: str = "propagate",
                   axis: Optional[int] = None, group_size: int = 0,
+                  allow_zero_point_outside_range: bool = False,
                   ste: str = "clipped") -> Tensor:
     """Quantize then dequantize ``x`` (qkit::FakeQuantize). Gradient to ``x`` only:
     ``ste="clipped"`` masks it with the bit-packed in-range mask saved by the forward,
@@ -55,7 +59,7 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None,
     through. Scale and zero point get no gradient."""
     return _ops.fake_quantize(x, scale, zero_point, ste=ste, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def fake_quantize_(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *,
@@ -64,13 +68,14 @@ def fake_quantize_(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None
                    rounding: str = "half_to_even", scale_mode: str = "divide",
                    zero_point_mode: str = "add_after_round", nan_mode: str = "propagate",
                    axis: Optional[int] = None, group_size: int = 0,
+                   allow_zero_point_outside_range: bool = False,
                    ste: str = "clipped") -> Tensor:
     """In-place :func:`fake_quantize` (returns ``x``). Differentiable when ``ste`` is
     ``"clipped"`` (the mask is saved) or ``"identity"``; ``"clipped_recompute"`` cannot be used
     in place (the input is overwritten)."""
     return _ops.fake_quantize_(x, scale, zero_point, ste=ste, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def fake_quantize_with_mask(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *,
@@ -79,12 +84,13 @@ def fake_quantize_with_mask(x: Tensor, scale: Tensor, zero_point: Optional[Tenso
                             rounding: str = "half_to_even", scale_mode: str = "divide",
                             zero_point_mode: str = "add_after_round",
                             nan_mode: str = "propagate", axis: Optional[int] = None,
-                            group_size: int = 0) -> Tuple[Tensor, Tensor]:
+                            group_size: int = 0,
+                            allow_zero_point_outside_range: bool = False) -> Tuple[Tensor, Tensor]:
     """``(out, mask)``: ``mask`` is uint8 with ``ceil(numel / 8)`` bytes; bit ``i % 8`` of byte
     ``i // 8`` is 1 when element ``i`` (row-major) was inside the range. Not differentiable."""
     return _ops.fake_quantize_with_mask(x, scale, zero_point, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def fake_quantize_backward(dy: Tensor, mask: Tensor) -> Tensor:
@@ -100,11 +106,12 @@ def fake_quantize_backward_clipped(dy: Tensor, x: Tensor, scale: Tensor,
                                    rounding: str = "half_to_even", scale_mode: str = "divide",
                                    zero_point_mode: str = "add_after_round",
                                    nan_mode: str = "propagate", axis: Optional[int] = None,
-                                   group_size: int = 0) -> Tensor:
+                                   group_size: int = 0,
+                                   allow_zero_point_outside_range: bool = False) -> Tensor:
     """Clipped straight-through backward recomputing the mask from ``x``."""
     return _ops.fake_quantize_backward_clipped(dy, x, scale, zero_point, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *, bits: int = 8,
@@ -113,12 +120,15 @@ def quantize(x: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *, b
              rounding: str = "half_to_even", scale_mode: str = "divide",
              zero_point_mode: str = "add_after_round", nan_mode: str = "propagate",
              axis: Optional[int] = None, group_size: int = 0,
+             allow_zero_point_outside_range: bool = False,
              dtype: Optional[torch.dtype] = None) -> Tensor:
     """Integer codes ``clamp(q, quant_min, quant_max)`` in ``dtype`` (default: the smallest of
-    int8 / uint8 / int16 / int32 that holds the range)."""
+    int8 / uint8 / int16 / int32 that holds the range). ``dtype=torch.float32`` gives the codes
+    as floats, where ``nan_mode="propagate"`` keeps NaN (integer codes raise on NaN unless
+    ``nan_mode="to_quant_min"``)."""
     return _ops.quantize(x, scale, zero_point, dtype=dtype, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def dequantize(q: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *, bits: int = 8,
@@ -127,11 +137,12 @@ def dequantize(q: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None, *,
                rounding: str = "half_to_even", scale_mode: str = "divide",
                zero_point_mode: str = "add_after_round", nan_mode: str = "propagate",
                axis: Optional[int] = None, group_size: int = 0,
+               allow_zero_point_outside_range: bool = False,
                dtype: Optional[torch.dtype] = None) -> Tensor:
     """``(q - z) * s`` (or ``/ m``) as ``dtype`` (default float32) from integer codes."""
     return _ops.dequantize(q, scale, zero_point, dtype=dtype, **_spec(
         bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
-        zero_point_mode, nan_mode, axis, group_size))
+        zero_point_mode, nan_mode, axis, group_size, allow_zero_point_outside_range))
 
 
 def minmax(x: Tensor, *, axis: Optional[int] = None, group_size: int = 0,
@@ -161,18 +172,21 @@ def choose_qparams(min: Tensor, max: Tensor, *, bits: int = 8, is_signed: bool =
                    widen_to_zero: bool = True, degenerate: str = "floor_at_eps",
                    eps: float = 2.0 ** -23, zero_point_rounding: str = "half_to_even",
                    integral_zero_point: bool = True, clamp_zero_point: bool = True,
-                   restriction: str = "none",
-                   symmetric_zero_point: str = "zero") -> Tuple[Tensor, Tensor]:
+                   restriction: str = "none", symmetric_zero_point: str = "zero",
+                   reciprocal_multiplier: bool = False) -> Tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` (float32, min's shape) from ranges (qkit::ChooseQParams):
     ``divisor`` ``"half_range"`` | ``"quant_max"``, ``degenerate`` ``"floor_at_eps"`` |
     ``"none"`` | ``"zero_below_eps"`` | ``"one_if_zero_range"``, ``restriction`` ``"none"`` |
     ``"pow2_floor_log2_amax"`` | ``"pow2_bernoulli"``, ``symmetric_zero_point`` ``"zero"`` |
-    ``"midpoint_up"`` (PyTorch quint8 symmetric: 128) | ``"midpoint_down"``."""
+    ``"midpoint_up"`` (PyTorch quint8 symmetric: 128) | ``"midpoint_down"``.
+    ``reciprocal_multiplier`` (``scale_mode="multiplier"`` only): the multiplier is
+    ``f32(1 / range) * d``, torch's ``number / tensor`` (Distiller), not ``f32(d / range)``."""
     return _ops.choose_qparams(
         min, max, symmetric=symmetric, divisor=divisor, widen_to_zero=widen_to_zero,
         degenerate=degenerate, eps=eps, zero_point_rounding=zero_point_rounding,
         integral_zero_point=integral_zero_point, clamp_zero_point=clamp_zero_point,
         restriction=restriction, symmetric_zero_point=symmetric_zero_point,
+        reciprocal_multiplier=reciprocal_multiplier,
         **_spec(bits, is_signed, narrow_range, quant_min, quant_max, rounding, scale_mode,
                 zero_point_mode, nan_mode, axis, group_size))
 

@@ -26,7 +26,13 @@ void ValidateState(const PassiveObserverOptions& o, const PassiveObserverState& 
 
 }  // namespace
 
-void PassiveObserverOptions::Validate(const char* caller) const { spec.Validate(caller); }
+void PassiveObserverOptions::Validate(const char* caller) const {
+  spec.Validate(caller);
+  // A fake-quantization option: an observer's parameters stay inside the quant range (and the
+  // save formats have no field for it).
+  QKIT_REQUIRE(!spec.allow_zero_point_outside_range, InvalidArgument,
+               caller << ": `spec.allow_zero_point_outside_range`=true is not an observer option");
+}
 
 PassiveObserver::PassiveObserver(const PassiveObserverOptions& options) : options_(options) {
   options_.Validate("qkit::PassiveObserver");

@@ -9,6 +9,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "internal/parallel.h"
@@ -104,9 +105,19 @@ bool QuantizeChunk(const FqCall& c, int64_t begin, int64_t end) {
       }
       const FqRunArgs a =
           ArgsFor(c, c.t.Offset(r.param_index + (r.param_step ? done : 0)), r.param_step);
-      saw_nan |= QuantizeRun(c.rounding, c.scale_mode, a, x, codes, static_cast<size_t>(n));
+      const bool nan = QuantizeRun(c.rounding, c.scale_mode, a, x, codes, static_cast<size_t>(n));
+      saw_nan |= nan;
+      if (nan && qt == DType::kFloat32 && !c.nan_to_qmin) {
+        // Float codes keep NaN (kPropagate; kError throws afterwards anyway).
+        for (int64_t i = 0; i < n; ++i) {
+          if (std::isnan(x[i])) codes[i] = x[i];
+        }
+      }
       char* qp = r.ptr[1] + done * r.stride[1] * qs;
       switch (qt) {
+        case DType::kFloat32:
+          StoreCodes<float>(codes, n, qp, r.stride[1]);
+          break;
         case DType::kInt8:
           StoreCodes<int8_t>(codes, n, qp, r.stride[1]);
           break;
@@ -192,6 +203,7 @@ HWY_AFTER_NAMESPACE();
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <iomanip>
 #include <limits>
 #include <numeric>
 #include <utility>
@@ -390,10 +402,22 @@ Tables BuildTables(const QuantSpec& spec, const QParamsView& qp, int64_t num_par
                       << ScaleModeName(spec.scale_mode) << ")");
     }
     const float z = qp.zero_point ? qp.zero_point[p] : 0.0f;
-    QKIT_REQUIRE(std::isfinite(z) && z >= static_cast<float>(qmin) && z <= static_cast<float>(qmax),
-                 InvalidArgument,
-                 fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
-                    << ", `quant_max`=" << qmax << "]");
+    QKIT_REQUIRE(std::isfinite(z), InvalidArgument,
+                 fn << ": `zero_point[" << p << "]`=" << z << " is not finite");
+    if (!(z >= static_cast<float>(qmin) && z <= static_cast<float>(qmax))) {
+      QKIT_REQUIRE(spec.allow_zero_point_outside_range, InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
+                      << ", `quant_max`=" << qmax << "]");
+      QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << z << " outside [`quant_min`=" << qmin
+                      << ", `quant_max`=" << qmax << "] must be integral");
+      const double reach = std::max(static_cast<double>(qmax) - z, z - static_cast<double>(qmin));
+      QKIT_REQUIRE(reach <= 16777216.0, InvalidArgument,
+                   fn << ": `zero_point[" << p << "]`=" << std::setprecision(9) << z << " is "
+                      << reach
+                      << " codes from the far end of [`quant_min`=" << qmin << ", `quant_max`="
+                      << qmax << "]; code - zero_point must be exact in float32 (<= 2^24)");
+    }
     if (integral_zero_point) {
       QKIT_REQUIRE(z == std::nearbyint(z), InvalidArgument,
                    fn << ": `zero_point[" << p << "]`=" << z
@@ -576,20 +600,23 @@ void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qpa
   spec.Validate(fn);
   RequireThreads(ctx, fn);
   RequireFloating(x, fn, "x");
+  const bool float_codes = q_out.dtype == DType::kFloat32;
   const auto [tmin, tmax] = IntegerRange(q_out.dtype);
-  QKIT_REQUIRE(tmin <= tmax, InvalidArgument,
+  QKIT_REQUIRE(float_codes || tmin <= tmax, InvalidArgument,
                fn << ": `q_out` has dtype " << DTypeName(q_out.dtype)
-                  << "; expected int8, uint8, int16 or int32");
+                  << "; expected int8, uint8, int16, int32 or float32");
   const int64_t qmin_i = spec.QuantMin(), qmax_i = spec.QuantMax();
-  QKIT_REQUIRE(tmin <= qmin_i && qmax_i <= tmax, InvalidArgument,
+  QKIT_REQUIRE(float_codes || (tmin <= qmin_i && qmax_i <= tmax), InvalidArgument,
                fn << ": `q_out` dtype " << DTypeName(q_out.dtype) << " [" << tmin << ", " << tmax
                   << "] cannot hold [`quant_min`=" << qmin_i << ", `quant_max`=" << qmax_i << "]");
   RequireSameShape(x, q_out, fn, "x", "q_out");
   const TensorView* views[] = {&x, &q_out};
   const Walk walk(views, 2, spec.layout, fn);
   RequireWritable(q_out, fn, "q_out");
-  RequireExactOrNoAlias(x, q_out, fn, "x", "q_out");  // dtypes differ: must not overlap
-  const auto [qmin, qmax] = FloatRange(spec, fn);
+  // Integer codes: the dtypes differ, so q_out must not overlap x. Float32 codes may be x itself
+  // (each block of x is read before its codes are written).
+  RequireExactOrNoAlias(x, q_out, fn, "x", "q_out");
+  const auto [qmin, qmax] = FloatRange(spec, fn);  // also: float32 holds every code exactly
   const bool after = spec.zero_point_mode == ZeroPointMode::kAddAfterRound;
   const Tables tables = BuildTables(spec, qparams, walk.num_params(), x, fn, after);
   const int64_t numel = walk.numel();
@@ -604,12 +631,16 @@ void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qpa
   ForChunks(numel, ctx, [&](int64_t chunk, int64_t begin, int64_t end) {
     saw_nan[static_cast<size_t>(chunk)] = HWY_DYNAMIC_DISPATCH(QuantizeChunk)(c, begin, end);
   });
-  if (spec.nan_mode != NanMode::kToQuantMin &&
-      std::find(saw_nan.begin(), saw_nan.end(), 1) != saw_nan.end()) {
+  const bool nan_fails = spec.nan_mode == NanMode::kError ||
+                         (spec.nan_mode == NanMode::kPropagate && !float_codes);
+  if (nan_fails && std::find(saw_nan.begin(), saw_nan.end(), 1) != saw_nan.end()) {
+    // (In place, x's NaN were kept in the float codes, so FirstNaN still finds the first.)
     QKIT_FAIL(InvalidArgument, fn << ": `x` has NaN at logical index " << FirstNaN(x, ctx, fn)
-                                  << " (nan_mode=" << NanModeName(spec.nan_mode)
-                                  << "); integer codes have no NaN (use nan_mode=to_quant_min); "
-                                     "the contents of `q_out` are unspecified");
+                                  << " (nan_mode=" << NanModeName(spec.nan_mode) << "); "
+                                  << (float_codes ? "" : "integer codes have no NaN (use "
+                                                         "nan_mode=to_quant_min, or float32 "
+                                                         "codes with nan_mode=propagate); ")
+                                  << "the contents of `q_out` are unspecified");
   }
 }
 

@@ -743,6 +743,68 @@ TEST_P(FakeQuantTest, QuantizeDequantizeRoundTrip) {
   }
 }
 
+// QuantSpec::allow_zero_point_outside_range: integral zero points beyond either end of the range
+// (OneFlow's affine zero point with b < 8 bits, SPEC §2.2 / §2.4). The reference formula never
+// assumed z inside [qmin, qmax]; fake quant, mask, quantize and dequantize agree with it.
+TEST_P(FakeQuantTest, ZeroPointOutsideRangeMatchesReference) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  std::uniform_int_distribution<int> bits_dist(2, 8);
+  std::uniform_int_distribution<int> beyond(1, 300);
+  std::uniform_int_distribution<int> coin(0, 1);
+  int cases = 0;
+  for (ScaleMode s : {ScaleMode::kDivide, ScaleMode::kMultiplyReciprocal, ScaleMode::kMultiplier}) {
+    for (ZeroPointMode zm : {ZeroPointMode::kAddAfterRound, ZeroPointMode::kAddBeforeRound}) {
+      for (int per_channel = 0; per_channel < 2; ++per_channel) {
+        QuantSpec spec;
+        spec.bits = bits_dist(rng);
+        spec.is_signed = cases % 3 == 0;
+        spec.rounding = static_cast<Rounding>(cases % 3);
+        spec.scale_mode = s;
+        spec.zero_point_mode = zm;
+        spec.nan_mode = NanMode::kToQuantMin;
+        spec.allow_zero_point_outside_range = true;
+        std::vector<int64_t> shape = {150};
+        if (per_channel) {
+          shape = {4, 37};
+          spec.layout = ParamLayout::PerChannel(cases % 2 ? 0 : 1);
+        }
+        Params p = RandomParams(spec, shape, rng, /*integral_zp=*/true);
+        const float qmin = static_cast<float>(spec.QuantMin());
+        const float qmax = static_cast<float>(spec.QuantMax());
+        for (size_t i = 0; i < p.zero_point.size(); ++i) {
+          if (i % 4 != 3) {  // most slots outside, some inside
+            p.zero_point[i] = coin(rng) ? qmax + static_cast<float>(beyond(rng))
+                                        : qmin - static_cast<float>(beyond(rng));
+          }
+        }
+        Tensor x(DType::kFloat32, shape);
+        x.Fill(RandomInputs(spec, p, shape, rng, 0.05));
+        Tensor out(DType::kFloat32, shape);
+        ASSERT_TRUE(CheckFakeQuant(x, &out, spec, p, 1)) << "case " << cases;
+        const std::vector<float> xs = x.GetAll();
+        Tensor q(DType::kInt32, shape);
+        Quantize(x.view(), spec, p.View(), q.view(), Context{});
+        Tensor back(DType::kFloat32, shape);
+        Dequantize(q.view(), spec, p.View(), back.view(), Context{});
+        std::vector<float> want_codes(xs.size()), want_back(xs.size());
+        for (size_t i = 0; i < xs.size(); ++i) {
+          const int64_t slot = ref::SlotRef(static_cast<int64_t>(i), shape, spec.layout);
+          want_codes[i] = ref::CodeRef(xs[i], p.s(slot), p.z(slot), spec);
+          want_back[i] = ref::DequantRef(want_codes[i], p.s(slot), p.z(slot), spec.scale_mode);
+        }
+        ASSERT_TRUE(BitwiseEqual(want_codes.data(), q.GetAll().data(), q.numel(), xs.data()))
+            << Describe(spec);
+        ASSERT_TRUE(BitwiseEqual(want_back.data(), back.GetAll().data(), q.numel()))
+            << Describe(spec);
+        ASSERT_TRUE(BitwiseEqual(out.GetAll().data(), back.GetAll().data(), q.numel()));
+        ++cases;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 12);
+}
+
 TEST_P(FakeQuantTest, QuantizeNaNHandling) {
   QuantSpec spec;
   const std::vector<int64_t> shape = {40};
@@ -773,6 +835,68 @@ TEST_P(FakeQuantTest, QuantizeNaNHandling) {
   Tensor back(DType::kFloat32, shape);
   Dequantize(q.view(), spec, p.View(), back.view(), ctx);
   EXPECT_EQ(back.Get(37), -65.5f);
+  // Float32 codes keep NaN under kPropagate (OneFlow's Quantization, Distiller's
+  // linear_quantize), store quant_min under kToQuantMin, and throw under kError.
+  Tensor f(DType::kFloat32, shape);
+  spec.nan_mode = NanMode::kPropagate;
+  Quantize(x.view(), spec, p.View(), f.view(), ctx);
+  EXPECT_TRUE(std::isnan(f.Get(37)));
+  EXPECT_EQ(f.Get(0), 5.0f);
+  EXPECT_EQ(f.Get(39), 5.0f);
+  spec.nan_mode = NanMode::kToQuantMin;
+  Quantize(x.view(), spec, p.View(), f.view(), ctx);
+  EXPECT_EQ(f.Get(37), -128.0f);
+  spec.nan_mode = NanMode::kError;
+  EXPECT_THROW(Quantize(x.view(), spec, p.View(), f.view(), ctx), InvalidArgument);
+  // In place (q_out is x itself): the same codes, NaN kept.
+  spec.nan_mode = NanMode::kPropagate;
+  Tensor y(DType::kFloat32, shape);
+  y.Fill(xs);
+  Quantize(y.view(), spec, p.View(), y.view(), ctx);
+  EXPECT_TRUE(std::isnan(y.Get(37)));
+  EXPECT_EQ(y.Get(1), 5.0f);
+  // float16 codes are not offered.
+  Tensor h(DType::kFloat16, shape);
+  EXPECT_THROW(Quantize(x.view(), spec, p.View(), h.view(), ctx), InvalidArgument);
+}
+
+// Float32 codes of random inputs equal the reference codes (and the int32 ones) bit for bit,
+// for every option, per tensor and per channel, strided, with NaN kept under kPropagate.
+TEST_P(FakeQuantTest, QuantizeToFloatCodesMatchesReference) {
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  int k = 0;
+  for (ScaleMode s : {ScaleMode::kDivide, ScaleMode::kMultiplyReciprocal, ScaleMode::kMultiplier}) {
+    for (ZeroPointMode zm : {ZeroPointMode::kAddAfterRound, ZeroPointMode::kAddBeforeRound}) {
+      for (Layout l : {Layout::kContiguous, Layout::kTransposed}) {
+        QuantSpec spec;
+        ApplyRange(spec, k % 4, 2 + (k * 5) % 15, rng);
+        spec.rounding = static_cast<Rounding>(k % 3);
+        spec.scale_mode = s;
+        spec.zero_point_mode = zm;
+        spec.nan_mode = k % 2 ? NanMode::kPropagate : NanMode::kToQuantMin;
+        spec.layout = k % 3 ? ParamLayout::PerChannel(k % 2) : ParamLayout::PerTensor();
+        ++k;
+        const std::vector<int64_t> shape = {6, 77};
+        const Params p = RandomParams(spec, shape, rng,
+                                      zm == ZeroPointMode::kAddAfterRound);
+        Tensor x(DType::kFloat32, shape, l);
+        x.Fill(RandomInputs(spec, p, shape, rng, 0.05));
+        const std::vector<float> xs = x.GetAll();
+        Tensor f(DType::kFloat32, shape, l);
+        Quantize(x.view(), spec, p.View(), f.view(), Context{});
+        std::vector<float> want(xs.size());
+        for (size_t i = 0; i < xs.size(); ++i) {
+          const int64_t slot = ref::SlotRef(static_cast<int64_t>(i), shape, spec.layout);
+          want[i] = std::isnan(xs[i]) && spec.nan_mode == NanMode::kPropagate
+                        ? xs[i]
+                        : ref::CodeRef(xs[i], p.s(slot), p.z(slot), spec);
+        }
+        ASSERT_TRUE(BitwiseEqual(want.data(), f.GetAll().data(), f.numel(), xs.data()))
+            << Describe(spec);
+      }
+    }
+  }
 }
 
 TEST_P(FakeQuantTest, QuantizeSaturatesInfinities) {
@@ -1207,6 +1331,18 @@ TEST(FakeQuantErrors, BadParameters) {
                                {"`zero_point[0]`=128", "`quant_max`=127"});
   ExpectError<InvalidArgument>(fq(PerTensor(1.0f, kNaN)), {"`zero_point[0]`=nan"});
   ExpectError<InvalidArgument>(fq(PerTensor(1.0f, -129.0f)), {"`zero_point[0]`=-129"});
+  // Outside the range only with allow_zero_point_outside_range, and then integral and within
+  // 2^24 of both ends (code - zero_point exact).
+  spec.allow_zero_point_outside_range = true;
+  EXPECT_NO_THROW(fq(PerTensor(1.0f, 200.0f))());
+  EXPECT_NO_THROW(fq(PerTensor(1.0f, -16777216.0f + 127.0f))());
+  ExpectError<InvalidArgument>(fq(PerTensor(1.0f, 128.5f)), {"`zero_point[0]`=128.5", "integral"});
+  ExpectError<InvalidArgument>(fq(PerTensor(1.0f, -16777216.0f)),
+                               {"`zero_point[0]`=-16777216", "2^24"});
+  ExpectError<InvalidArgument>(fq(PerTensor(1.0f, kInf)), {"`zero_point[0]`=inf", "not finite"});
+  ExpectError<InvalidArgument>(fq(PerTensor(1.0f, kNaN)), {"`zero_point[0]`=nan"});
+  EXPECT_NO_THROW(fq(PerTensor(1.0f, 3.5f))());  // inside: non-integral allowed as before
+  spec = QuantSpec{};
   Params two = PerTensor(1.0f);
   two.scale.push_back(1.0f);
   two.zero_point.push_back(0.0f);
@@ -1273,9 +1409,10 @@ TEST(FakeQuantErrors, BadTensors) {
   ExpectError<InvalidArgument>(
       [&] { FakeQuantize(x1, spec, p.View(), shifted, nullptr, Context{}); },
       {"`out` overlaps `x`"});
-  // Quantize: float output, and a dtype too narrow for the range.
-  ExpectError<InvalidArgument>([&] { Quantize(x.view(), spec, p.View(), out.view(), Context{}); },
-                               {"qkit::Quantize", "`q_out`", "float32"});
+  // Quantize: a float16 output (float32 codes are allowed), and a dtype too narrow for the range.
+  Tensor h16(DType::kFloat16, x.shape());
+  ExpectError<InvalidArgument>([&] { Quantize(x.view(), spec, p.View(), h16.view(), Context{}); },
+                               {"qkit::Quantize", "`q_out`", "float16", "float32"});
   QuantSpec u8;
   u8.is_signed = false;
   ExpectError<InvalidArgument>([&] { Quantize(x.view(), u8, p.View(), xi.view(), Context{}); },

@@ -167,6 +167,7 @@ std::vector<Row> Rows102() {
     r.spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
     r.rule.divisor = SymmetricDivisor::kHalfFullRange;
     r.rule.degenerate = DegenerateRule::kOneIfZeroRange;
+    r.rule.reciprocal_multiplier = true;  // torch's 127.5 / sat
     rows.push_back(r);
   }
   {  // I Distiller ASYMMETRIC_UNSIGNED: q = RNE(m*x - zp) = RNE(m*x + z).
@@ -176,6 +177,7 @@ std::vector<Row> Rows102() {
     r.spec.scale_mode = ScaleMode::kMultiplier;
     r.spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
     r.rule.degenerate = DegenerateRule::kOneIfZeroRange;
+    r.rule.reciprocal_multiplier = true;  // torch's 255 / diff
     r.rule.clamp_zero_point = false;
     rows.push_back(r);
   }

@@ -45,6 +45,18 @@ TEST(PassiveObserverTest, SetQParamsStoresAndComputeQParamsCopies) {
   EXPECT_EQ(obs.state().zero_point, (std::vector<float>{0.0f, 0.0f, 0.0f}));
 }
 
+TEST(PassiveObserverTest, RejectsZeroPointsOutsideTheRangeOption) {
+  PassiveObserverOptions o = PerChannelAffineUint8();
+  o.spec.allow_zero_point_outside_range = true;
+  try {
+    PassiveObserver obs(o);
+    FAIL() << "accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("allow_zero_point_outside_range"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(PassiveObserverTest, InvalidParametersAreRejectedAndLeaveTheStateUnchanged) {
   PassiveObserver obs(PerChannelAffineUint8());
   const float s[2] = {0.5f, 0.25f};

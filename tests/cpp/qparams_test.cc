@@ -111,9 +111,9 @@ Preset NvidiaAffine(int bits) {
   return p;
 }
 
-// Distiller symmetric: multiplier n / sat, sat 0 gives 1. SYMMETRIC uses n = (2^b - 1) / 2 on
-// its 257-level range [-2^(b-1), 2^(b-1)]; SYMMETRIC_RESTRICTED n = 2^(b-1) - 1 on the narrow
-// range.
+// Distiller symmetric: multiplier n / sat (torch: reciprocal(sat) * n), sat 0 gives 1.
+// SYMMETRIC uses n = (2^b - 1) / 2 on its 257-level range [-2^(b-1), 2^(b-1)];
+// SYMMETRIC_RESTRICTED n = 2^(b-1) - 1 on the narrow range.
 Preset DistillerSymmetric(int bits, bool restricted) {
   Preset p{SignedSpec(bits, restricted), {}};
   if (!restricted) {
@@ -124,6 +124,7 @@ Preset DistillerSymmetric(int bits, bool restricted) {
   p.spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
   p.rule.divisor = restricted ? SymmetricDivisor::kHalfRange : SymmetricDivisor::kHalfFullRange;
   p.rule.degenerate = DegenerateRule::kOneIfZeroRange;
+  p.rule.reciprocal_multiplier = true;  // torch's n / sat = reciprocal(sat) * n
   return p;
 }
 
@@ -135,6 +136,7 @@ Preset DistillerAsymmetric(int bits, bool is_signed, bool integral) {
   p.spec.scale_mode = ScaleMode::kMultiplier;
   p.spec.zero_point_mode = ZeroPointMode::kAddBeforeRound;
   p.rule.degenerate = DegenerateRule::kOneIfZeroRange;
+  p.rule.reciprocal_multiplier = true;  // torch's n / diff = reciprocal(diff) * n
   p.rule.integral_zero_point = integral;
   p.rule.clamp_zero_point = false;
   return p;
@@ -235,8 +237,12 @@ TEST(QParamsGoldenTest, Spec10_2RowsAtoJ) {
   EXPECT_EQ(h.scale, 63.75f);
   EXPECT_EQ(h.zero_point, 0.0f);
   // I Distiller ASYMMETRIC_UNSIGNED: multiplier 72.857140, Distiller zp -109 = qkit z 109.
+  // SPEC's 72.857140 is the single division f32(255 / 3.5); Distiller's `n / diff` runs in
+  // torch as reciprocal(3.5) * 255 = 72.85714721679688 (one ulp above), which is what
+  // Distiller returns (255 / torch.tensor([3.5])).
   QParams i = Choose(DistillerAsymmetric(8, false, true), kMin102, kMax102);
-  EXPECT_EQ(i.scale, 72.857140f);
+  EXPECT_EQ(i.scale, 72.85714721679688f);
+  EXPECT_EQ(255.0f / 3.5f, 72.857140f);
   EXPECT_EQ(i.zero_point, 109.0f);
   // J Horizon qint8: s = 0.015686275.
   QParams j = Choose(Horizon(8), kMin102, kMax102);
@@ -264,6 +270,34 @@ TEST(QParamsGoldenTest, DistillerSymmetricSpec5_1) {
   EXPECT_EQ(scale[1], 12.7f);
   EXPECT_EQ(Choose(sym, 0.0f, 0.0f).scale, 1.0f);
   EXPECT_EQ(Choose(restricted, 0.0f, 0.0f).scale, 1.0f);
+}
+
+TEST(QParamsGoldenTest, DistillerScaleIsReciprocalTimesN) {
+  // torch evaluates Distiller's `n / sat` as sat.reciprocal() * n: with sat = f32(0.3) torch
+  // gives 127.5 / torch.tensor(0.3) == 425.0, where one float32 division gives 424.99997.
+  const float sat = 0.3f;
+  EXPECT_EQ(Choose(DistillerSymmetric(8, false), -sat, sat).scale, 425.0f);
+  Preset one_division = DistillerSymmetric(8, false);
+  one_division.rule.reciprocal_multiplier = false;
+  EXPECT_EQ(Choose(one_division, -sat, sat).scale, 127.5f / sat);
+  EXPECT_NE(127.5f / sat, 425.0f);
+  // Same for the asymmetric n / diff: 255 / torch.tensor(0.7) == 364.28571 (f32 364.285736),
+  // one division 364.285706.
+  const float diff = 0.7f;
+  EXPECT_EQ(Choose(DistillerAsymmetric(8, false, true), 0.0f, diff).scale, 364.2857360839844f);
+  EXPECT_NE(255.0f / diff, 364.2857360839844f);
+  // Over random saturations the two forms differ often (SPEC §10.8: about a quarter), so the
+  // option is not cosmetic; the random test below checks the reciprocal form bit for bit.
+  QKIT_SEED_TRACE();
+  auto rng = test::MakeRng();
+  std::uniform_real_distribution<float> u(1e-3f, 10.0f);
+  int differ = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const float a = u(rng);
+    differ += Choose(DistillerSymmetric(8, false), -a, a).scale != 127.5f / a;
+  }
+  EXPECT_GT(differ, 100);
+  EXPECT_LT(differ, 500);
 }
 
 TEST(QParamsGoldenTest, DistillerAsymmetricSpec5_1) {
@@ -901,6 +935,10 @@ TEST(QParamsErrorTest, InconsistentRules) {
   step_eps.degenerate = DegenerateRule::kOneIfStepAtMostEps;
   ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, mul, step_eps); },
                 {"kOneIfStepAtMostEps", "multiplier"});
+  QParamsRule recip;
+  recip.reciprocal_multiplier = true;
+  ExpectInvalid([&] { ChooseQParams(-1.0f, 1.0f, QuantSpec{}, recip); },
+                {"`rule.reciprocal_multiplier`=true", "(got divide)"});
   QParamsRule cam;
   cam.restriction = ScaleRestriction::kPow2FloorLog2Amax;
   QuantSpec affine;
@@ -1014,6 +1052,18 @@ TEST(QParamsValidateTest, RejectsBadScalesAndZeroPoints) {
                 {"`zero_point`[1]=128", "[`quant_min`=-128, `quant_max`=127]"});
   const float zp_lo[1] = {-129.0f};
   ExpectInvalid([&] { ValidateQParams(one, zp_lo, 1, spec, "f"); }, {"`zero_point`[0]=-129"});
+  // allow_zero_point_outside_range: integral zero points within 2^24 of both ends pass.
+  QuantSpec outside = spec;
+  outside.allow_zero_point_outside_range = true;
+  EXPECT_NO_THROW(ValidateQParams(one, zp_hi, 2, outside, "f"));
+  EXPECT_NO_THROW(ValidateQParams(one, zp_lo, 1, outside, "f"));
+  const float zp_frac[1] = {200.5f};
+  ExpectInvalid([&] { ValidateQParams(one, zp_frac, 1, outside, "f"); },
+                {"`zero_point`[0]=200.5", "integral"});
+  const float zp_far[1] = {16777216.0f};
+  ExpectInvalid([&] { ValidateQParams(one, zp_far, 1, outside, "f"); },
+                {"`zero_point`[0]=16777216", "2^24"});
+  ExpectInvalid([&] { ValidateQParams(one, zp_inf, 1, outside, "f"); }, {"`zero_point`[0]=-inf"});
   QuantSpec pos;  // a range without 0: a null zero point (0) is outside it
   pos.quant_min_override = 1;
   pos.quant_max_override = 10;

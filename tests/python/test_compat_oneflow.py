@@ -121,8 +121,6 @@ def test_observer_and_ops_match_reference_per_layer(formula, scheme, bit, gen):
     same(s, rs)
     same(z, rz)
     assert s.dtype == torch.float32 and s.shape == (1,) and z.shape == (1,)
-    if scheme == "affine" and formula == "google":
-        z = z.clamp(0, 2 ** bit - 1)  # the observer's zp can leave the range; see below
     same(flow.nn.FakeQuantization(formula, bit, scheme)(x, s, z),
          ref_fake(x, s, z, formula, bit, scheme))
     same(flow.nn.Quantization(formula, bit, scheme)(x, s, z),
@@ -235,8 +233,11 @@ def test_nan_and_inf_inputs():
         xi = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.2])
         same(flow.nn.FakeQuantization(formula, 8, scheme)(xi, s, z),
              ref_fake(xi, s, z, formula, 8, scheme))
-    with pytest.raises(ValueError, match="NaN"):
-        flow.nn.Quantization()(x, s, z)
+        # Quantization keeps NaN in its float codes (the kernel's ternary clamps)
+        same(flow.nn.Quantization(formula, 8, scheme)(xi, s, z),
+             ref_codes(xi, s, z, formula, 8, scheme)[0])
+    q = flow.nn.Quantization()(x, s, z)
+    assert torch.isnan(q[1]) and q[0].item() == 5.0 and q[2].item() == -10.0
 
 
 def test_undefined_zero_points_raise():
@@ -245,10 +246,43 @@ def test_undefined_zero_points_raise():
     for zp in [-0.5, -3.0, 255.5, 300.0, float("nan")]:
         with pytest.raises(ValueError, match="zero_point"):
             fq(x, torch.tensor([0.1]), torch.tensor([zp]))
-    # 4 bits: a zero point above 15 is defined in OneFlow (uint8) but outside qkit's range
-    with pytest.raises(ValueError, match="zero_point"):
-        flow.nn.FakeQuantization("google", 4, "affine")(x, torch.tensor([0.1]),
-                                                        torch.tensor([20.0]))
+
+
+@pytest.mark.parametrize("bit", range(2, 9))
+def test_affine_zero_point_beyond_the_b_bit_range(bit, gen):
+    """SPEC §2.2: the range is not widened, so an all-negative tensor gives
+    zero_point = -RNE(min / s) above 2^b - 1; OneFlow's CPU kernels use it (uint8, defined up
+    to 255) with codes clamped to [0, 2^b - 1]."""
+    levels = 2 ** bit - 1
+    checked = 0
+    for _ in range(30):
+        lo = -float(torch.rand(1, generator=gen)) * 10 - 0.1
+        hi = lo * float(torch.rand(1, generator=gen)) * 0.99  # lo < hi < 0
+        x = lo + (hi - lo) * torch.rand(40, generator=gen)
+        x[:2] = torch.tensor([lo, hi])
+        x = torch.cat([x, torch.tensor([0.0, 1.0, lo * 2])])
+        s, z = flow.nn.MinMaxObserver("google", bit, "affine")(x[:40])
+        rs, rz = ref_minmax(x[:40], "google", bit, "affine")
+        same(s, rs)
+        same(z, rz)
+        if not 0 <= float(z) <= 255:
+            with pytest.raises(ValueError, match="zero_point"):
+                flow.nn.FakeQuantization("google", bit, "affine")(x, s, z)
+            continue
+        checked += float(z) > levels
+        same(flow.nn.FakeQuantization("google", bit, "affine")(x, s, z),
+             ref_fake(x, s, z, "google", bit, "affine"))
+        same(flow.nn.Quantization("google", bit, "affine")(x, s, z),
+             ref_codes(x, s, z, "google", bit, "affine")[0])
+    assert checked > 0 or bit == 8  # at 8 bits an all-negative range gives z > 255
+    # explicit zero points: 20 at 4 bits (defined, uint8), per channel too
+    xs = torch.tensor([[0.1, -3.0, 1.7], [-0.4, 0.2, 9.0]])
+    for s, z in [(torch.tensor([0.1]), torch.tensor([20.0])),
+                 (torch.tensor([0.1, 0.25]), torch.tensor([200.0, 16.0]))]:
+        same(flow.nn.FakeQuantization("google", 4, "affine")(xs, s, z),
+             ref_fake(xs, s, z, "google", 4, "affine"))
+        same(flow.nn.Quantization("google", 4, "affine")(xs, s, z),
+             ref_codes(xs, s, z, "google", 4, "affine")[0])
 
 
 def test_undefined_cambricon_shift_raises():

@@ -193,6 +193,58 @@ def test_quantize_codes_match_reference(rounding, scale_mode, gen):
     _assert_same(qkit.dequantize(q, scale, zp, **kw), qkit.fake_quantize(x, scale, zp, **kw))
 
 
+@pytest.mark.parametrize("zero_point_mode", ["add_after_round", "add_before_round"])
+@pytest.mark.parametrize("scale_mode", ["divide", "multiply_reciprocal", "multiplier"])
+def test_zero_point_outside_range_matches_reference(zero_point_mode, scale_mode, gen):
+    # allow_zero_point_outside_range: integral zero points beyond either end (OneFlow affine
+    # with b < 8 bits); codes stay clamped to [quant_min, quant_max].
+    x = _data((4, 250), gen, scale=0.2)
+    scale = torch.rand(4, generator=gen) + 0.3
+    zp = torch.tensor([20.0, -9.0, 255.0, 7.0])  # 4-bit range [0, 15]
+    kw = dict(bits=4, is_signed=False, axis=0, scale_mode=scale_mode,
+              zero_point_mode=zero_point_mode, allow_zero_point_outside_range=True)
+    out, mask = qkit.fake_quantize_with_mask(x, scale, zp, **kw)
+    want, want_mask = ref.fake_quant(x, scale, zp, 0, 15, scale_mode=scale_mode,
+                                     zero_point_mode=zero_point_mode, axis=0)
+    _assert_same(out, want)
+    assert torch.equal(mask, ref.pack_mask(want_mask))
+    codes = qkit.quantize(x, scale, zp, dtype=torch.int32, nan_mode="to_quant_min", **kw)
+    want_codes, _ = ref.fake_quant(x, scale, zp, 0, 15, scale_mode=scale_mode,
+                                   zero_point_mode=zero_point_mode, nan_mode="to_quant_min",
+                                   axis=0, codes=True)
+    _assert_same(codes.float(), want_codes)
+    back = qkit.dequantize(codes, scale, zp, **kw)
+    finite = ~torch.isnan(x)
+    _assert_same(back[finite], out[finite])
+    # without the option, or with a non-integral one outside, the zero point is refused
+    kw.pop("allow_zero_point_outside_range")
+    with pytest.raises(ValueError, match="zero_point"):
+        qkit.fake_quantize(x, scale, zp, **kw)
+    with pytest.raises(ValueError, match="integral"):
+        qkit.fake_quantize(x, scale, torch.tensor([20.5, 0, 0, 0]),
+                           allow_zero_point_outside_range=True, **kw)
+
+
+@pytest.mark.parametrize("nan_mode", ["propagate", "to_quant_min"])
+def test_quantize_to_float_codes_keeps_nan(nan_mode, gen):
+    x = _data((5, 120), gen).t()  # NaN, ±inf, ties; non-contiguous
+    scale = torch.rand(5, generator=gen) + 0.2
+    zp = torch.randint(-3, 3, (5,), generator=gen).float()
+    kw = dict(axis=1, quant_min=-50, quant_max=60, nan_mode=nan_mode,
+              zero_point_mode="add_before_round")
+    q = qkit.quantize(x, scale, zp, dtype=torch.float32, **kw)
+    want, _ = ref.fake_quant(x, scale, zp, -50, 60, axis=1, codes=True, nan_mode=nan_mode,
+                             zero_point_mode="add_before_round")
+    assert q.dtype == torch.float32 and bool(torch.isnan(q).any()) == (nan_mode == "propagate")
+    _assert_same(q, want)
+    # float64 input: float32 codes converted back like every op
+    _assert_same(qkit.quantize(x.double(), scale, zp, dtype=torch.float32, **kw), want)
+    with pytest.raises(ValueError, match="NaN"):
+        qkit.quantize(x, scale, zp, dtype=torch.float32, axis=1, nan_mode="error")
+    with pytest.raises(ValueError, match="dtype"):
+        qkit.quantize(x, scale, zp, dtype=torch.float16, axis=1)
+
+
 def test_quantize_dequantize_round_trip(gen):
     x = _finite_for_torch(_data((3, 200), gen), 1.0)
     for kw, dtype in ((dict(), torch.int8), (dict(is_signed=False), torch.uint8),

@@ -145,6 +145,57 @@ def test_oneflow_default_gate_is_step_1(gen):
     assert q.num_updates.tolist() == [2]
 
 
+@pytest.mark.parametrize("bits", [2, 3, 5, 8, 12, 16])
+def test_bits_reach_the_rule_cambricon(bits, gen):
+    """The observers hand the spec's bit width to the qparams rule: OneFlow's cambricon shift
+    floor(log2(amax)) - (b - 2) (SPEC §2.2) at every b, from the full b-bit quant range or an
+    explicit ``bits``. SPEC §2.7's amax 2 at 2 bits: shift 1 (it was -5 = the 8-bit shift)."""
+    h = 2 ** (bits - 1)
+    for x in [torch.tensor([-1.5, -0.75, 0.1, 2.0])] + _batches(gen, n=3):
+        shift = torch.floor(torch.log2(x.abs().max())) - (bits - 2)  # float32 log2, as OneFlow
+        want_step = 2.0 ** int(shift)
+        for kw in (dict(quant_min=-h, quant_max=h - 1),
+                   dict(quant_min=-(h - 1), quant_max=h - 1),
+                   dict(quant_min=-7, quant_max=7, bits=bits) if bits != 4 else
+                   dict(quant_min=-h, quant_max=h - 1, bits=bits)):
+            q = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                               restriction="pow2_floor_log2_amax", degenerate="none", **kw)
+            assert q.bits == bits
+            q(x)
+            scale, zp = q.calculate_qparams()
+            assert scale.tolist() == [want_step] and zp.tolist() == [0]
+    x = torch.tensor([-1.5, 2.0])
+    q = MovingAverageMinMaxObserver(variant="oneflow", range="absmax", dtype=torch.qint8,
+                                    qscheme=torch.per_tensor_symmetric, quant_min=-2,
+                                    quant_max=1, restriction="pow2_floor_log2_amax",
+                                    degenerate="none")
+    q(x)
+    assert q.calculate_qparams()[0].tolist() == [2.0]  # shift 1 - 0 = 1
+    assert q.observe_and_calculate_qparams(x)[0].tolist() == [2.0]
+
+
+def test_bits_needed_but_not_determined():
+    # [-100, 100] is no b-bit range: a rule that reads the bit width needs `bits`.
+    for rule in (dict(restriction="pow2_floor_log2_amax", degenerate="none"),
+                 dict(divisor="half_full_range")):
+        with pytest.raises(ValueError, match="pass `bits`"):
+            MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                           quant_min=-100, quant_max=100, **rule)
+    q = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                       quant_min=-100, quant_max=100)
+    assert q.bits is None
+    with pytest.raises(TypeError, match="`bits`"):
+        MinMaxObserver(bits=8.0)
+    with pytest.raises(ValueError, match="`bits`=17"):
+        MinMaxObserver(bits=17)
+    # divisor half_full_range reads bits: (2^b - 1) / 2 = 7.5 at 4 bits on Distiller's
+    # 17-level range [-8, 8].
+    q = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-8,
+                       quant_max=8, bits=4, divisor="half_full_range")
+    q(torch.tensor([-3.0, 1.5]))
+    assert q.calculate_qparams()[0].tolist() == [torch.tensor(3.0 / 7.5).item()]
+
+
 @pytest.mark.parametrize("axis", [None, 1])
 def test_megengine_variant(axis, gen):
     kw = dict(ch_axis=axis, qscheme=torch.per_channel_affine) if axis is not None else {}

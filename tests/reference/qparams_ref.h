@@ -111,11 +111,18 @@ inline SysQParams NvidiaFakeAffine(float min_range, float max_range, int num_bit
 
 // symmetric_linear_quantization_params: n = 2^(b-1) - 1 if restricted else (2^b - 1) / 2;
 // a saturation of 0 is replaced by n; scale = n / sat; zp = 0. REQUIRES sat >= 0.
+// `n / sat` is a Python number divided by a float32 tensor, which torch evaluates as
+// `sat.reciprocal() * n` (Tensor.__rdiv__): two float32 roundings, not one division.
+inline float TorchNumberOverTensor(float n, float t) {
+  const float reciprocal = 1.0f / t;
+  return reciprocal * n;
+}
+
 inline SysQParams DistillerSymmetric(int num_bits, float sat, bool restrict_qrange) {
   const double n =
       restrict_qrange ? std::pow(2.0, num_bits - 1) - 1.0 : (std::pow(2.0, num_bits) - 1.0) / 2.0;
   if (sat == 0.0f) sat = static_cast<float>(n);
-  return {static_cast<float>(n) / sat, 0.0f};
+  return {TorchNumberOverTensor(static_cast<float>(n), sat), 0.0f};
 }
 
 // asymmetric_linear_quantization_params: n = 2^b - 1; smin = min(smin, 0), smax = max(smax, 0);
@@ -128,7 +135,7 @@ inline SysQParams DistillerAsymmetric(int num_bits, float saturation_min, float 
   const float sat_max = std::max(saturation_max, 0.0f);
   float diff = sat_max - sat_min;
   if (diff == 0.0f) diff = n;
-  const float scale = n / diff;
+  const float scale = TorchNumberOverTensor(n, diff);  // torch: n / diff
   float zero_point = scale * sat_min;
   if (integral_zero_point) zero_point = std::nearbyint(zero_point);
   if (is_signed) zero_point += static_cast<float>(std::pow(2.0, num_bits - 1));

@@ -37,8 +37,9 @@ void FakeQuantize(const TensorView& x, const QuantSpec& spec, const QParamsView&
                   const TensorView& out, uint8_t* mask, const Context& ctx);
 
 // q_out = clamp(q, qmin, qmax) as integers (int8 / uint8 / int16 / int32 view whose range
-// holds [qmin, qmax]). NaN: kToQuantMin stores qmin; kPropagate and kError throw
-// InvalidArgument (the contents of q_out are then unspecified).
+// holds [qmin, qmax]) or as float32 codes. NaN: kToQuantMin stores qmin; kPropagate stores NaN
+// in a float32 q_out and throws InvalidArgument for an integer one; kError throws (the contents
+// of q_out are then unspecified). A float32 q_out may be x itself (in place).
 void Quantize(const TensorView& x, const QuantSpec& spec, const QParamsView& qparams,
               const TensorView& q_out, const Context& ctx);
 

@@ -32,6 +32,21 @@ _UNSIGNED = (torch.quint8, torch.uint8)
 _F32, _I64, _F64, _U8 = torch.float32, torch.int64, torch.float64, torch.uint8
 
 
+def _bits_of_range(quant_min: int, quant_max: int) -> Optional[int]:
+    """b when [quant_min, quant_max] is a full b-bit range (unsigned [0, 2^b - 1], signed
+    [-2^(b-1), 2^(b-1) - 1] or narrow [-(2^(b-1) - 1), 2^(b-1) - 1]) with 2 <= b <= 16, else
+    None. A range table: the core's QuantSpec.bits for the rules that use it."""
+    for b in range(2, 17):
+        h = 2 ** (b - 1)
+        if (quant_min, quant_max) in ((0, 2 * h - 1), (-h, h - 1), (-(h - 1), h - 1)):
+            return b
+    return None
+
+
+# QParamsRule options that read QuantSpec.bits rather than the quant range.
+_BITS_RULES = (("restriction", "pow2_floor_log2_amax"), ("divisor", "half_full_range"))
+
+
 def _dtype_range(dtype: torch.dtype, reduce_range: bool) -> Tuple[int, int]:
     """PyTorch's default integer range of a quantized dtype (halved by reduce_range)."""
     if dtype in (torch.qint8, torch.int8):
@@ -79,8 +94,12 @@ class ObserverBase(_TorchObserverBase):
     ``zero_point_mode``, ``nan_mode``; QParamsRule keywords ``divisor``, ``widen_to_zero``,
     ``degenerate``, ``zero_point_rounding``, ``integral_zero_point``, ``clamp_zero_point``,
     ``restriction``, ``symmetric_zero_point`` (default: PyTorch's: 0, or the midpoint of an
-    unsigned range for symmetric schemes). ``factory_kwargs`` (torch.ao) is accepted; state is
-    always float32 / int64 on the CPU.
+    unsigned range for symmetric schemes), ``reciprocal_multiplier``. ``bits``: the spec's bit
+    width, which the rules ``restriction="pow2_floor_log2_amax"`` (OneFlow cambricon) and
+    ``divisor="half_full_range"`` read; by default it is derived from a full b-bit quant range
+    (``[0, 2^b - 1]``, ``[-2^(b-1), 2^(b-1) - 1]`` or the narrow signed range), and those rules
+    raise ``ValueError`` on any other range unless ``bits`` is given. ``factory_kwargs``
+    (torch.ao) is accepted; state is always float32 / int64 on the CPU.
     """
 
     _version = 1
@@ -101,6 +120,7 @@ class ObserverBase(_TorchObserverBase):
                  zero_point_rounding: str = "half_to_even", integral_zero_point: bool = True,
                  clamp_zero_point: bool = True, restriction: str = "none",
                  symmetric_zero_point: Optional[str] = None,
+                 reciprocal_multiplier: bool = False, bits: Optional[int] = None,
                  factory_kwargs: Optional[Dict[str, Any]] = None,
                  _obs_kw: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(dtype)
@@ -143,11 +163,30 @@ class ObserverBase(_TorchObserverBase):
             quant_min=self.quant_min, quant_max=self.quant_max, rounding=rounding,
             scale_mode=scale_mode, zero_point_mode=zero_point_mode, nan_mode=nan_mode)
         self._kw.update(_obs_kw or {})
+        derived = _bits_of_range(self.quant_min, self.quant_max)
+        if bits is None:
+            bits = derived
+            if bits is None:
+                given = dict(restriction=restriction, divisor=divisor)
+                for key, value in _BITS_RULES:
+                    if given[key] == value:
+                        raise ValueError(
+                            f"qkit.nn.{name}: `{key}`='{value}' uses the bit width, which "
+                            f"[`quant_min`={self.quant_min}, `quant_max`={self.quant_max}] "
+                            "does not determine: pass `bits`")
+        elif isinstance(bits, bool) or not isinstance(bits, int):
+            raise TypeError(f"qkit.nn.{name}: `bits` must be an int, got {bits!r}")
+        elif not 2 <= bits <= 16:
+            raise ValueError(f"qkit.nn.{name}: `bits`={bits} outside [2, 16]")
+        self.bits = bits
+        if bits is not None:
+            self._kw["bits"] = bits
         self._rule: Dict[str, Any] = dict(
             symmetric=qscheme in _SYMMETRIC, divisor=divisor, widen_to_zero=widen_to_zero,
             degenerate=degenerate, eps=self.eps, zero_point_rounding=zero_point_rounding,
             integral_zero_point=integral_zero_point, clamp_zero_point=clamp_zero_point,
-            restriction=restriction, symmetric_zero_point=symmetric_zero_point)
+            restriction=restriction, symmetric_zero_point=symmetric_zero_point,
+            reciprocal_multiplier=bool(reciprocal_multiplier))
         for buf_name, buf_dtype, dims in self._state_spec:
             self.register_buffer(buf_name, self._empty_buffer(buf_dtype, dims))
         # Checks every option now (the core's Validate): a bad keyword fails at construction.

@@ -11,12 +11,12 @@ SYMMETRIC / SYMMETRIC_RESTRICTED / ASYMMETRIC_*" (docs/qparams.md) give the same
 ``x = ±sat`` maps to ±128: Distiller's SYMMETRIC mode has **257 levels**, not the 256 its docs
 describe. qkit reproduces it (fake-quant range ``[-2^(b-1), 2^(b-1)]``).
 
-Where qkit differs (docs/compat.md):
+Distiller writes ``n / sat`` (and ``n / diff``), a Python number divided by a tensor, which
+torch evaluates as ``reciprocal(sat) * n`` (two float32 roundings); the core's rule option
+``reciprocal_multiplier`` forms the multiplier the same way, so the scales are Distiller's bit
+for bit (a single division would differ by one ulp in about a quarter of them).
 
-* Scale rounding: Distiller writes ``n / sat``, which torch evaluates as
-  ``reciprocal(sat) * n`` (two roundings); the core divides once, so about a quarter of the
-  scales differ from Distiller's by one float32 ulp. A core option for the reciprocal form is
-  missing (the core's PACT op already uses it).
+Where qkit differs (docs/compat.md):
 
 * A NaN or infinite saturation value / range raises ``ValueError`` (Distiller returns NaN or a
   zero multiplier that later divides 0 by 0); so does a denormal one whose multiplier
@@ -82,9 +82,9 @@ def _symmetric_spec(num_bits: int, restrict_qrange: bool) -> dict:
 def symmetric_linear_quantization_params(num_bits: int, saturation_val: Any,
                                          restrict_qrange: bool = False):
     """``(scale, zero_point)`` for symmetric quantization of ``[-sat, sat]``:
-    ``scale = n / sat`` with ``n = (2^b - 1) / 2`` (127.5; 257 levels, see the module doc) or,
-    restricted, ``n = 2^(b-1) - 1`` (127); a zero saturation gives scale 1. Python floats in,
-    Python floats out; tensors give tensors (at least 1-d)."""
+    ``scale = n / sat`` (torch: ``reciprocal(sat) * n``) with ``n = (2^b - 1) / 2`` (127.5; 257
+    levels, see the module doc) or, restricted, ``n = 2^(b-1) - 1`` (127); a zero saturation
+    gives scale 1. Python floats in, Python floats out; tensors give tensors (at least 1-d)."""
     num_bits = _check_bits(num_bits)
     is_scalar, sat_val = _prep_saturation_val_tensor(saturation_val)
     if bool((sat_val < 0).any()):
@@ -95,7 +95,7 @@ def symmetric_linear_quantization_params(num_bits: int, saturation_val: Any,
                                   **_symmetric_spec(num_bits, restrict_qrange),
                                   scale_mode="multiplier", symmetric=True,
                                   divisor="half_range" if restrict_qrange else "half_full_range",
-                                  degenerate="one_if_zero_range")
+                                  degenerate="one_if_zero_range", reciprocal_multiplier=True)
     scale = scale.to(sat_val.dtype)
     zero_point = torch.zeros_like(scale)
     if is_scalar:
@@ -122,7 +122,8 @@ def asymmetric_linear_quantization_params(num_bits: int, saturation_min: Any,
                                   is_signed=bool(signed), scale_mode="multiplier",
                                   zero_point_mode="add_before_round", symmetric=False,
                                   degenerate="one_if_zero_range", clamp_zero_point=False,
-                                  integral_zero_point=bool(integral_zero_point))
+                                  integral_zero_point=bool(integral_zero_point),
+                                  reciprocal_multiplier=True)
     zero_point = 0.0 - z   # qkit's z is the code of 0; Distiller subtracts its zero point
     dtype = torch.promote_types(sat_min.dtype, sat_max.dtype)
     scale, zero_point = scale.to(dtype), zero_point.to(dtype)
@@ -155,12 +156,10 @@ def _params(input: Tensor, scale: Any, zero_point: Any):  # noqa: A002
 def _quantize_codes(input: Tensor, scale: Any, zero_point: Any) -> Tensor:
     slots, s, z = _params(input, scale, zero_point)
     x = slots.to_layout(input.detach())
-    codes = ops.quantize(x, s, z, **_no_clamp_spec(slots.axis), nan_mode="to_quant_min",
-                         dtype=torch.int32)
+    # float32 codes: NaN stays NaN, as Distiller's round(scale * x - zp)
+    codes = ops.quantize(x, s, z, **_no_clamp_spec(slots.axis), nan_mode="propagate",
+                         dtype=torch.float32)
     out = codes.to(input.dtype if input.is_floating_point() else torch.float32)
-    nan = torch.isnan(x)
-    if bool(nan.any()):
-        out = torch.where(nan, x.to(out.dtype), out)
     return slots.from_layout(out)
 
 
@@ -183,12 +182,8 @@ def linear_quantize_clamp(input: Tensor, scale: Any, zero_point: Any,  # noqa: A
     x = slots.to_layout(input.detach())
     codes = ops.quantize(x, s, z, quant_min=int(clamp_min), quant_max=int(clamp_max),
                          scale_mode="multiplier", zero_point_mode="add_before_round",
-                         axis=slots.axis, nan_mode="to_quant_min", dtype=torch.int32)
-    out = codes.to(input.dtype)
-    nan = torch.isnan(x)
-    if bool(nan.any()):
-        out = torch.where(nan, x.to(out.dtype), out)
-    out = slots.from_layout(out)
+                         axis=slots.axis, nan_mode="propagate", dtype=torch.float32)
+    out = slots.from_layout(codes.to(input.dtype))
     if inplace:
         input.copy_(out)
         return input

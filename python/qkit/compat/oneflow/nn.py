@@ -30,15 +30,18 @@ is; its CPU kernels round it half away from zero and cast it to ``uint8``. qkit 
 kernels. **Undefined behaviour is not reproduced, it raises** ``ValueError``:
 
 * a zero point whose rounded value is outside ``[0, 255]`` (OneFlow's CPU ``uint8`` cast is
-  undefined there; GCC wraps ``-3`` to ``253``), or outside ``[0, 2^b - 1]`` for ``b < 8``;
+  undefined there; GCC wraps ``-3`` to ``253``). For ``b < 8`` a rounded zero point in
+  ``(2^b - 1, 255]`` is defined (the unwidened range of an all-negative tensor gives one) and
+  used as OneFlow does: codes are still clamped to ``[0, 2^b - 1]`` (the core's
+  ``allow_zero_point_outside_range``);
 * a zero scale (OneFlow divides ``0 / 0`` and returns NaN: the all-zero tensor in symmetric
   mode), a constant tensor in affine mode (zero point ``-round(min / 0)``), cambricon with
   ``amax == 0`` (``log2(0)`` cast to int), NaN or ±Inf in an observed tensor (OneFlow's CPU
   min/max then depends on where the NaN sits), a NaN or infinite cambricon shift.
 
 Other differences: float64 inputs are computed in float32 precision (OneFlow computes in
-double), and ``Quantization`` of a NaN raises (qkit's integer quantization cannot hold NaN;
-OneFlow stores NaN in its float result).
+double). ``Quantization`` of a NaN gives NaN, as OneFlow's float result (the core's float32
+codes with ``nan_mode="propagate"``).
 
 Bad attributes (``quantization_bit`` outside 2..8, unknown scheme or formula,
 ``stop_update_after_iters <= 0``) raise :class:`CheckFailedException` (a ``RuntimeError``), as
@@ -123,8 +126,9 @@ def _cambricon_step(who: str, scale: Tensor) -> Tensor:
 
 def _affine_zero_point(who: str, zero_point: Tensor, bit: int) -> Tensor:
     """OneFlow CPU: ``(uint8_t) std::round(zero_point)``. Defined only when the rounded value
-    lies in [0, 255]; the core then checks it against [0, 2^b - 1]. The rounding is the core's
-    half-away-from-zero rounding (quantize with step 1)."""
+    lies in [0, 255], which may exceed the ``b``-bit range [0, 2^b - 1] (the core accepts it with
+    ``allow_zero_point_outside_range``). The rounding is the core's half-away-from-zero
+    rounding (quantize with step 1)."""
     zp = zero_point.detach().reshape(-1).to(torch.float32)
     bad = ~((zp > -0.5) & (zp < 255.5))
     if bool(bad.any()):
@@ -174,7 +178,8 @@ class _QuantOp(torch.nn.Module):
         zp = _affine_zero_point(who, zero_point, b)
         return (scale.detach(), zp,
                 dict(bits=b, is_signed=False, rounding="half_to_even",
-                     zero_point_mode="add_before_round", axis=axis))
+                     zero_point_mode="add_before_round", axis=axis,
+                     allow_zero_point_outside_range=True))
 
     def extra_repr(self) -> str:
         return (f"quantization_formula={self.quantization_formula!r}, "
@@ -206,11 +211,12 @@ class Quantization(_QuantOp):
     """``oneflow.nn.Quantization``: as :class:`FakeQuantization` but returns the clamped integer
     codes stored in the input's dtype. Affine codes keep the zero point added (OneFlow's kernel;
     its docstring says it is subtracted). Not differentiable (OneFlow registers no gradient).
-    A NaN input raises ``ValueError`` (OneFlow returns NaN in the float output)."""
+    A NaN input gives NaN (OneFlow's ternary clamps let it through)."""
 
     def forward(self, input: Tensor, scale: Tensor, zero_point: Optional[Tensor] = None) -> Tensor:
         s, z, kw = self._core_args(input, scale, zero_point)
-        codes = ops.quantize(input.detach(), s, z, nan_mode="error", dtype=torch.int32, **kw)
+        codes = ops.quantize(input.detach(), s, z, nan_mode="propagate", dtype=torch.float32,
+                             **kw)
         return codes.to(input.dtype)
 
 
@@ -316,7 +322,7 @@ class MovingAverageMinMaxObserver(torch.nn.Module):
         symmetric = o.pop("symmetric")
         bits = o.pop("bits")
         lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-        o.update(quant_min=lo, quant_max=hi,
+        o.update(quant_min=lo, quant_max=hi, bits=bits,
                  dtype=torch.qint8 if signed else torch.quint8,
                  qscheme=torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine)
         return o
@@ -345,16 +351,7 @@ class MovingAverageMinMaxObserver(torch.nn.Module):
                 f"element, got shape {tuple(step.shape)}")
         self.observer.train(self.training)
         self.observer(input.detach(), current_train_step=int(step.reshape(-1)[0]))
-        if self.quantization_formula == "cambricon":
-            # qkit.nn observers take the range as quant_min / quant_max and do not pass
-            # `bits`, which the cambricon restriction needs: choose from the state directly.
-            if self.observer.num_updates.numel() == 0 or int(self.observer.num_updates[0]) == 0:
-                raise RuntimeError("oneflow.nn.MovingAverageMinMaxObserver: no statistics "
-                                   "stored yet (OneFlow would take log2(0) of its zero buffer)")
-            scale, zero_point = ops.choose_qparams(self.observer.min_val, self.observer.max_val,
-                                                   **self._options)
-        else:
-            scale, zero_point = self.observer.calculate_qparams()
+        scale, zero_point = self.observer.calculate_qparams()
         return _to_oneflow_slots(self.quantization_formula, scale.to(torch.float32),
                                  zero_point.to(torch.float32), input.dtype)
 
