@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 BUILD_DIR=${QKIT_BUILD_DIR:-build}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+# Every layer on by default (explicitly, so that options cached in an existing build/ by an
+# earlier call with -D...=OFF do not silently drop the tests); later -D arguments override.
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQKIT_BUILD_TESTS=ON \
+  -DQKIT_BUILD_BENCH=ON -DQKIT_BUILD_CLI=ON "$@" >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 
 if grep -q '^QKIT_BUILD_TORCH:BOOL=ON' "$BUILD_DIR/CMakeCache.txt" && [ -f python/qkit/_C.so ] \
