@@ -49,6 +49,7 @@ struct MinMaxRows {
 #define QKIT_OPS_MINMAX_INL_H_
 #endif
 
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -65,6 +66,8 @@ namespace HWY_NAMESPACE {
 namespace minmax_detail {
 
 namespace hn = hwy::HWY_NAMESPACE;
+
+inline constexpr size_t kMinMaxPrefetchAhead = 4096;  // bytes
 
 inline constexpr float kPosInf = std::numeric_limits<float>::infinity();
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -152,6 +155,12 @@ HWY_INLINE int64_t ReduceRun(const float* HWY_RESTRICT x, size_t n, float* lo_ou
 
   if (n >= 4 * N) {
     for (; i <= n - 4 * N; i += 4 * N) {
+      // Software prefetch kMinMaxPrefetchAhead bytes ahead, one per cache line: one core's
+      // hardware prefetcher alone does not keep enough reads in flight once x streams from
+      // DRAM. Prefetches past the end are harmless (they never fault).
+      for (size_t p = 0; p < 4 * N; p += 64 / sizeof(float)) {
+        hwy::Prefetch(x + i + p + kMinMaxPrefetchAhead / sizeof(float));
+      }
       V v0 = hn::LoadU(d, x + i);
       V v1 = hn::LoadU(d, x + i + N);
       V v2 = hn::LoadU(d, x + i + 2 * N);
