@@ -4,7 +4,7 @@
 #     (GCC, -fno-sanitize-recover=all), then run the C++ tests; any sanitizer report fails.
 #     The sanitized core is compiled for the Highway targets AVX2, SSE4 and SCALAR only
 #     (CMakeLists.txt, QKIT_SANITIZE_HWY_DISABLED_TARGETS; docs/reliability.md "CI time");
-#     QKIT_SAN_ALL_TARGETS=1 compiles every target (about 40 % longer).
+#     QKIT_SAN_ALL_TARGETS=1 compiles every target (the kernels take ~50 % more CPU then).
 #  2. build-fuzz/: the libFuzzer targets in fuzz/ (clang, -fsanitize=fuzzer,address,undefined),
 #     each run for a bounded time over its checked-in seed corpus fuzz/corpus/<target>/; any
 #     crash, sanitizer report, leak, timeout or out-of-memory fails.
