@@ -2,6 +2,9 @@
 # Reliability layer (docs/reliability.md), called by scripts/test.sh:
 #  1. build-san/: the core and qkit_tests with AddressSanitizer + UndefinedBehaviorSanitizer
 #     (GCC, -fno-sanitize-recover=all), then run the C++ tests; any sanitizer report fails.
+#     The sanitized core is compiled for the Highway targets AVX2, SSE4 and SCALAR only
+#     (CMakeLists.txt, QKIT_SANITIZE_HWY_DISABLED_TARGETS; docs/reliability.md "CI time");
+#     QKIT_SAN_ALL_TARGETS=1 compiles every target (the kernels take ~50 % more CPU then).
 #  2. build-fuzz/: the libFuzzer targets in fuzz/ (clang, -fsanitize=fuzzer,address,undefined),
 #     each run for a bounded time over its checked-in seed corpus fuzz/corpus/<target>/; any
 #     crash, sanitizer report, leak, timeout or out-of-memory fails.
@@ -40,7 +43,9 @@ if [[ "${QKIT_SKIP_SAN:-0}" != 1 ]]; then
   echo "== C++ tests under ASan + UBSan (build-san) =="
   cmake -S . -B build-san -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKIT_SANITIZE=ON \
     -DQKIT_BUILD_TESTS=ON -DQKIT_BUILD_BENCH=OFF -DQKIT_BUILD_TORCH=OFF -DQKIT_BUILD_CLI=OFF \
-    -DQKIT_BUILD_FUZZ=OFF >/dev/null
+    -DQKIT_BUILD_FUZZ=OFF \
+    -DQKIT_SANITIZE_HWY_DISABLED_TARGETS="$([[ "${QKIT_SAN_ALL_TARGETS:-0}" == 1 ]] && echo 0 ||
+      echo '(HWY_AVX3|HWY_AVX3_DL|HWY_SSSE3)')" >/dev/null
   begin
   cmake --build build-san -j "$JOBS" --target qkit_tests
   stage "sanitized build"

@@ -686,4 +686,18 @@ TORCH_LIBRARY_IMPL(qkit, CompositeExplicitAutograd, m) {
   m.impl("range_stats_unflatten", RangeStatsUnflattenOp);
 }
 
+// No autograd kernels here: torch 1.13 registers an autograd fallthrough for CPU, CUDA and other
+// backends but not for Meta, so without these a meta tensor got NotImplementedError ("... from
+// the 'AutogradMeta' backend") instead of the device check's ValueError (as in core_ops.cc;
+// tests/python/test_bad_input_matrix.py, "wrong device").
+TORCH_LIBRARY_IMPL(qkit, AutogradMeta, m) {
+  for (const char* op :
+       {"observer_observe", "observer_batch_range", "observer_batch_counts", "observer_commit",
+        "observer_qparams", "observer_observe_qparams", "observer_range", "observer_amax",
+        "observer_validate", "observer_set_qparams", "observer_merge", "observer_merge_counts",
+        "range_stats_merge", "range_stats_flatten", "range_stats_unflatten"}) {
+    m.impl(op, torch::CppFunction::makeFallthrough());
+  }
+}
+
 }  // namespace qkit::torch_ext

@@ -67,9 +67,19 @@ CalPlan PlanSlot(const HistogramCalibratorOptions& o, const std::vector<int64_t>
           first(CalKind::kRestart);
         } else {
           plan.kind = CalKind::kAddOld;
-          plan.num_bins = static_cast<int64_t>(std::ceil(amax / width));  // f32 division
-          const float end = amax + width;                                 // f32 addition
+          const float end = amax + width;  // f32 addition
           const double count = std::ceil(static_cast<double>(end) / static_cast<double>(width));
+          const float bins_f = std::ceil(amax / width);  // f32 division
+          // Growing by bins of the first batch's width: a max |x| far beyond the first range
+          // (FLT_MAX after [-3, 3]) would need ~1e39 bins (a crash, or upstream's allocation
+          // failure); rejected before anything is written, like `num_bins` itself.
+          QKIT_REQUIRE(std::isfinite(bins_f) && std::isfinite(count) &&
+                           count <= static_cast<double>(kMaxHistogramBins) + 1.0,
+                       InvalidArgument,
+                       "qkit::HistogramCalibrator: max |x|=" << amax << " would grow the histogram"
+                           << " (bin width " << width << ") to " << count << " bins, more than "
+                           << kMaxHistogramBins);
+          plan.num_bins = static_cast<int64_t>(bins_f);
           plan.edges.resize(static_cast<size_t>(count));
           for (size_t k = 0; k < plan.edges.size(); ++k) {
             plan.edges[k] = static_cast<float>(static_cast<double>(width) * static_cast<double>(k));
@@ -125,6 +135,9 @@ CalPlan PlanSlot(const HistogramCalibratorOptions& o, const std::vector<int64_t>
       len = std::ceil((stop - start) / w);
       delta = (start + w) - start;
     }
+    QKIT_REQUIRE(!(len > static_cast<double>(kMaxHistogramBins)), InvalidArgument,
+                 "qkit::HistogramCalibrator: max |x|=" << amax << " would grow the histogram by "
+                     << len << " bins, more than " << kMaxHistogramBins);
     if (std::isfinite(len) && len > 0) {
       for (int64_t i = 0; i < static_cast<int64_t>(len); ++i) {
         plan.edges.push_back(start + static_cast<double>(i) * delta);

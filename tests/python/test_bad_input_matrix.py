@@ -588,6 +588,201 @@ def _op_rows() -> List[Row]:
     return rows
 
 
+# ---- observer ops (torch.ops.qkit.observer_* / range_stats_*; python/qkit/nn/observers.py) ----
+
+QK = torch.ops.qkit
+META = torch.empty(3, device="meta")
+DEV = Raises(ValueError, r"`x` is on device meta; qkit's kernels run on CPU tensors only")
+XLONG = Raises(ValueError, r"`x` has dtype Long; expected a floating tensor")
+
+
+def _obs(cls=None, **kw):
+    """(state, kw, rule) of an observer after one batch of linspace(-3, 3, 12)."""
+    m = (cls or qnn.MinMaxObserver)(**kw)
+    m(torch.linspace(-3, 3, 12))
+    return m._state(), m._kw, m._rule
+
+
+def _rs():
+    st, kw, _ = _obs()
+    return list(QK.observer_batch_range(torch.linspace(-1, 2, 5), st, **kw))
+
+
+def _hist_state():
+    return _obs(qnn.HistogramObserver, bins=16)
+
+
+def _hc_state():
+    return _obs(qnn.HistogramCalibrator, num_bins=16)
+
+
+def _check_minmax_state(r):
+    # MinMaxObserver state after linspace(-3, 3, 12) then [-5, 0.5, NaN] (NaN skipped)
+    _same(r[0], torch.tensor([-5.0]))
+    _same(r[1], torch.tensor([3.0]))
+    assert int(r[3]) == 1
+
+
+def _check_rs_roundtrip(r):
+    rs = _rs()
+    for a, b in zip(r, rs):
+        assert torch.equal(a, b)
+
+
+def _observer_op_rows() -> List[Row]:
+    def mm():
+        return _obs()
+
+    rows = [
+        # observer_observe
+        Row("observer_observe", "NaN (nonfinite=skip)",
+            lambda: QK.observer_observe(torch.tensor([-5.0, 0.5, math.nan]), mm()[0], **mm()[1]),
+            _check_minmax_state, "running min -5 / max 3, NaN skipped and counted (1)"),
+        Row("observer_observe", "wrong dtype (int64)",
+            lambda: QK.observer_observe(torch.arange(6), mm()[0], **mm()[1]), XLONG, ""),
+        Row("observer_observe", "wrong device (meta)",
+            lambda: QK.observer_observe(META, mm()[0], **mm()[1]), DEV, ""),
+        Row("observer_observe", "unknown kind",
+            lambda: QK.observer_observe(torch.ones(3), mm()[0], kind="x"),
+            Raises(ValueError, r"`kind`='x' is not one of"), ""),
+        Row("observer_observe", "state with too few tensors",
+            lambda: QK.observer_observe(torch.ones(3), mm()[0][:2], **mm()[1]),
+            Raises(ValueError, r"`state` has 2 tensors; kind 'minmax' has 4"), ""),
+        Row("observer_observe", "state tensor of the wrong dtype",
+            lambda: QK.observer_observe(torch.ones(3), [mm()[0][0].double()] + mm()[0][1:],
+                                        **mm()[1]),
+            Raises(ValueError, r"state tensor `min_val` has dtype Double; expected Float"), ""),
+        Row("observer_observe", "state on device meta",
+            lambda: QK.observer_observe(torch.ones(3), [META] + mm()[0][1:], **mm()[1]),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_observe", "absurd size (stride-0 view of 2^48 elements)",
+            lambda: QK.observer_observe(torch.zeros(1).expand(ABSURD), mm()[0], **mm()[1]),
+            WALK, ""),
+        Row("observer_observe", "histogram, error_on_nonfinite with a NaN",
+            lambda: (lambda st, kw, _: QK.observer_observe(
+                torch.tensor([1.0, math.nan]), st, **{**kw, "error_on_nonfinite": True}))(
+                *_hist_state()),
+            Raises(ValueError, r"`x` holds 1 NaN / Inf values \(`error_on_nonfinite` is set\)"),
+            ""),
+        # observer_observe_qparams
+        Row("observer_observe_qparams", "wrong dtype (int64)",
+            lambda: (lambda st, kw, rule: QK.observer_observe_qparams(
+                torch.arange(4), st, **kw, **rule))(*mm()), XLONG, ""),
+        Row("observer_observe_qparams", "wrong device (meta)",
+            lambda: (lambda st, kw, rule: QK.observer_observe_qparams(
+                META, st, **kw, **rule))(*mm()), DEV, ""),
+        Row("observer_observe_qparams", "unknown divisor",
+            lambda: (lambda st, kw, rule: QK.observer_observe_qparams(
+                torch.ones(3), st, **kw, **{**rule, "divisor": "x"}))(*mm()),
+            Raises(ValueError, r"`divisor`='x'"), ""),
+        # observer_batch_range / batch_counts / commit
+        Row("observer_batch_range", "wrong dtype (int64)",
+            lambda: QK.observer_batch_range(torch.arange(6), mm()[0], **mm()[1]), XLONG, ""),
+        Row("observer_batch_range", "wrong device (meta)",
+            lambda: QK.observer_batch_range(META, mm()[0], **mm()[1]), DEV, ""),
+        Row("observer_batch_counts", "kind without counts (minmax)",
+            lambda: QK.observer_batch_counts(torch.ones(3), mm()[0], *_rs(), **mm()[1]),
+            Raises(ValueError, r"observer kind 'minmax' has no batch_counts"), ""),
+        Row("observer_batch_counts", "wrong device (meta)",
+            lambda: (lambda st, kw, _: QK.observer_batch_counts(META, st, *_rs(), **kw))(
+                *_hist_state()), DEV, ""),
+        Row("observer_commit", "inconsistent RangeStats (0 min, 1 max)",
+            lambda: QK.observer_commit(mm()[0], _rs()[0][:0], *_rs()[1:], None, **mm()[1]),
+            Raises(ValueError, r"inconsistent RangeStats \(0 min, 1 max, 1 observed\)"), ""),
+        Row("observer_commit", "range_min on device meta",
+            lambda: QK.observer_commit(mm()[0], torch.empty(1, device="meta"), *_rs()[1:], None,
+                                       **mm()[1]),
+            Raises(ValueError, r"is on device meta"), ""),
+        # observer_qparams / range / amax / validate
+        Row("observer_qparams", "no data yet",
+            lambda: QK.observer_qparams(qnn.MinMaxObserver()._state(), **mm()[1], **mm()[2]),
+            Raises(RuntimeError, r"the observer has not seen any data yet \(no slots\)"), ""),
+        Row("observer_qparams", "state on device meta",
+            lambda: QK.observer_qparams([META] + mm()[0][1:], **mm()[1], **mm()[2]),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_range", "kind without a range search (minmax)",
+            lambda: QK.observer_range(mm()[0], **mm()[1]),
+            Raises(ValueError, r"observer kind 'minmax' has no range search"), ""),
+        Row("observer_range", "state on device meta",
+            lambda: (lambda st, kw, _: QK.observer_range([META] + st[1:], **kw))(*_hist_state()),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_amax", "kind without amax (histogram)",
+            lambda: (lambda st, kw, _: QK.observer_amax(st, method="entropy", **kw))(
+                *_hist_state()),
+            Raises(ValueError, r"observer kind 'histogram' has no amax"), ""),
+        Row("observer_amax", "unknown method",
+            lambda: (lambda st, kw, _: QK.observer_amax(st, method="bogus", **kw))(*_hc_state()),
+            Raises(ValueError, r"unknown calibration method `bogus`"), ""),
+        Row("observer_amax", "state on device meta",
+            lambda: (lambda st, kw, _: QK.observer_amax([torch.empty(1, dtype=torch.long,
+                                                                     device="meta")] + st[1:],
+                                                        method="entropy", **kw))(*_hc_state()),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_validate", "unknown nonfinite",
+            lambda: QK.observer_validate(mm()[0], **{**mm()[1], "nonfinite": "x"}),
+            Raises(ValueError, r"`nonfinite`='x' is not one of"), ""),
+        Row("observer_validate", "state on device meta",
+            lambda: QK.observer_validate([META] + mm()[0][1:], **mm()[1]),
+            Raises(ValueError, r"is on device meta"), ""),
+        # observer_set_qparams / merge / merge_counts / gate_open
+        Row("observer_set_qparams", "kind without set parameters (minmax)",
+            lambda: QK.observer_set_qparams(mm()[0], torch.tensor([0.1]), None, **mm()[1]),
+            Raises(ValueError, r"observer kind 'minmax' has no set_qparams"), ""),
+        Row("observer_set_qparams", "scale on device meta",
+            lambda: (lambda st, kw, _: QK.observer_set_qparams(st, META, None, **kw))(
+                *_obs(qnn.PassiveObserver)),
+            Raises(ValueError, r"`scale` is on device meta"), ""),
+        Row("observer_set_qparams", "scale -1",
+            lambda: (lambda st, kw, _: QK.observer_set_qparams(st, torch.tensor([-1.0]), None,
+                                                               **kw))(*_obs(qnn.PassiveObserver)),
+            Raises(ValueError, r"`scale`\[0\]=-1 must be finite and > 0"), ""),
+        Row("observer_merge", "b with too few tensors",
+            lambda: QK.observer_merge(mm()[0], mm()[0][:1], **mm()[1]),
+            Raises(ValueError, r"`state` has 1 tensors; kind 'minmax' has 4"), ""),
+        Row("observer_merge", "b on device meta",
+            lambda: QK.observer_merge(mm()[0], [META] + mm()[0][1:], **mm()[1]),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_merge_counts", "sizes differ (3 vs 4)",
+            lambda: QK.observer_merge_counts(torch.zeros(3, dtype=torch.long),
+                                             torch.zeros(4, dtype=torch.long), kind="histogram"),
+            Raises(ValueError, r"sizes differ \(3 vs 4\)"), ""),
+        Row("observer_merge_counts", "a on device meta",
+            lambda: QK.observer_merge_counts(torch.zeros(3, dtype=torch.long, device="meta"),
+                                             torch.zeros(3, dtype=torch.long), kind="histogram"),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("observer_gate_open", "unknown variant",
+            lambda: QK.observer_gate_open(kind="moving_average", variant="x"),
+            Raises(ValueError, r"`variant`='x' is not one of"), ""),
+        Row("observer_gate_open", "momentum 2",
+            lambda: QK.observer_gate_open(kind="moving_average", momentum=2.0),
+            Raises(ValueError, r"`momentum`=2 outside \[0, 1\]"), ""),
+        # range_stats_*
+        Row("range_stats_merge", "inconsistent a (0 min, 1 max)",
+            lambda: QK.range_stats_merge(_rs()[0][:0], *_rs()[1:], *_rs()),
+            Raises(ValueError, r"inconsistent RangeStats \(0 min, 1 max, 1 observed\)"), ""),
+        Row("range_stats_merge", "b_min on device meta",
+            lambda: QK.range_stats_merge(*_rs(), torch.empty(1, device="meta"), *_rs()[1:]),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("range_stats_flatten", "min of dtype float64",
+            lambda: QK.range_stats_flatten(_rs()[0].double(), *_rs()[1:]),
+            Raises(ValueError, r"`min` has dtype Double; expected Float"), ""),
+        Row("range_stats_flatten", "min on device meta",
+            lambda: QK.range_stats_flatten(torch.empty(1, device="meta"), *_rs()[1:]),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("range_stats_unflatten", "3 floats (odd)",
+            lambda: QK.range_stats_unflatten(torch.zeros(3), torch.zeros(1, dtype=torch.long)),
+            Raises(ValueError, r"`num_floats`=3 must be 2 \* slots"), ""),
+        Row("range_stats_unflatten", "floats on device meta",
+            lambda: QK.range_stats_unflatten(torch.zeros(2, device="meta"),
+                                             torch.zeros(2, dtype=torch.long)),
+            Raises(ValueError, r"is on device meta"), ""),
+        Row("range_stats_unflatten", "flatten then unflatten",
+            lambda: QK.range_stats_unflatten(*QK.range_stats_flatten(*_rs())),
+            _check_rs_roundtrip, "the same RangeStats, bit for bit"),
+    ]
+    return rows
+
+
 def _inplace_nan_error():
     x = torch.tensor([0.26, math.nan, 1.3])
     before = x.clone()
@@ -603,6 +798,8 @@ class Mod(NamedTuple):
     make: Callable[[], torch.nn.Module]  # a per-tensor module in training mode
     make_per_channel: Callable[[int], torch.nn.Module]  # per-channel along axis 0, n channels
     ref_out: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # reference output for x
+    # case -> (expect, doc) where this module's documented outcome differs from MODULE_CASES
+    overrides: Optional[dict] = None
 
 
 def _fq_module_ref(m, x):
@@ -619,6 +816,35 @@ def _lsq_meg_ref(m, x):
     return ref.lsq_megengine(x, x, m.step_size.abs() + m.eps, m.zero_point, m.quant_min,
                              m.quant_max, 1.0)[0].to(x.dtype)
 
+
+def _identity(m, x):
+    """Observers and calibrators return their input unchanged."""
+    return x
+
+
+def _nvidia_fq_ref(m, x):
+    """pytorch-quantization's _tensor_quant (SPEC.md; as test_quantizer_modules.py): scale =
+    127 / amax, round half to even, clamp to [-128, 127], divide by scale; computed in float32."""
+    amax = m.amax.detach().reshape([-1] + [1] * (x.dim() - 1) if x.dim() else [])
+    sc = torch.tensor(127.0) / amax
+    return (torch.clamp(torch.round(x.float() * sc), -128.0, 127.0) / sc).to(x.dtype)
+
+
+def _passive(qscheme=torch.per_tensor_symmetric, n=1, **kw):
+    m = qnn.PassiveObserver(qscheme=qscheme, **kw)
+    m.set_qparams([0.1] * n)
+    return m
+
+
+# PassiveObserver only checks x: a 2^48-element stride-0 view is a valid input it does not read.
+_PASSIVE_ABSURD = (lambda r: (r[1] is r[0]) or pytest.fail("not returned unchanged"),
+                   "x returned unchanged (nothing is read)")
+
+# HistogramCalibrator grows its histogram by bins of the first batch's width (NVIDIA's torch
+# path): FLT_MAX after linspace(-3, 3) would need ~1e39 bins (this crashed before); rejected.
+_HIST_GROW = {"FLT_MAX": Raises(ValueError, r"max \|x\|=3.40282e\+38 would grow the histogram "
+                                            r"\(bin width 0.046875\) to .* bins, more than "
+                                            r"16777216")}
 
 MODULES = [
     Mod("nn.FakeQuantize", lambda: qnn.FakeQuantize(),
@@ -640,6 +866,36 @@ MODULES = [
         lambda n: qnn.LearnedClip(torch.full((n,), -2.0), torch.full((n,), 3.0), True, True,
                                   ch_axis=0, channel_len=n),
         lambda m, x: ref.learned_clip(x, x, m.cmin, m.cmax)[0].to(x.dtype)),
+    Mod("nn.RunningMinMaxObserver", lambda: qnn.RunningMinMaxObserver(),
+        lambda n: qnn.RunningMinMaxObserver(qscheme=torch.per_channel_symmetric, ch_axis=0),
+        _identity),
+    Mod("nn.MinMaxObserver", lambda: qnn.MinMaxObserver(),
+        lambda n: qnn.MinMaxObserver(qscheme=torch.per_channel_affine, ch_axis=0), _identity),
+    *[Mod(f"nn.MovingAverageMinMaxObserver ({v})",
+          lambda v=v: qnn.MovingAverageMinMaxObserver(variant=v),
+          lambda n, v=v: qnn.MovingAverageMinMaxObserver(
+              variant=v, qscheme=torch.per_channel_affine, ch_axis=0), _identity)
+      for v in ("torch", "oneflow", "megengine", "distiller")],
+    Mod("nn.HistogramObserver", lambda: qnn.HistogramObserver(bins=64),
+        lambda n: qnn.HistogramObserver(bins=64, qscheme=torch.per_channel_affine, ch_axis=0),
+        _identity),
+    Mod("nn.HistogramCalibrator", lambda: qnn.HistogramCalibrator(num_bins=64),
+        lambda n: qnn.HistogramCalibrator(num_bins=64, axis=0), _identity,
+        overrides=_HIST_GROW),
+    Mod("nn.PassiveObserver", _passive,
+        lambda n: _passive(torch.per_channel_symmetric, n, ch_axis=0), _identity,
+        overrides={"absurd size (stride-0 view of 2^48 elements)": _PASSIVE_ABSURD}),
+    Mod("nn.MaxCalibrator", lambda: qnn.MaxCalibrator(), lambda n: qnn.MaxCalibrator(axis=0),
+        _identity),
+    Mod("nn.TensorQuantizer (max)", lambda: qnn.TensorQuantizer(amax=2.0, if_calib=True),
+        lambda n: qnn.TensorQuantizer(axis=0, amax=torch.full((n,), 2.0), if_calib=True),
+        _nvidia_fq_ref),
+    Mod("nn.TensorQuantizer (histogram)",
+        lambda: qnn.TensorQuantizer(amax=2.0, if_calib=True, calib_method="histogram",
+                                    num_bins=64),
+        lambda n: qnn.TensorQuantizer(axis=0, amax=torch.full((n,), 2.0), if_calib=True,
+                                      calib_method="histogram", num_bins=64),
+        _nvidia_fq_ref, overrides=_HIST_GROW),
 ]
 
 # (case, input, expected: "ref" -> the module's reference output, or Raises)
@@ -690,6 +946,18 @@ def _module_rows() -> List[Row]:
     rows = []
     for mod in MODULES:
         for case, make_x, expect in MODULE_CASES:
+            if mod.overrides and case in mod.overrides and isinstance(mod.overrides[case],
+                                                                      Raises):
+                rows.append(Row(mod.name, case, (lambda m, make_x=make_x: m(make_x())),
+                                mod.overrides[case], "",
+                                module=(lambda mod=mod: _warm(mod.make()))))
+                continue
+            if mod.overrides and case in mod.overrides:
+                check, doc = mod.overrides[case]
+                rows.append(Row(mod.name, case,
+                                (lambda m, make_x=make_x: (lambda x: (x, m(x)))(make_x())),
+                                check, doc, module=(lambda mod=mod: _warm(mod.make()))))
+                continue
             if expect == "ref":
                 def check(r, mod=mod):
                     m, x, y = r
@@ -705,8 +973,9 @@ def _module_rows() -> List[Row]:
         rows.append(Row(mod.name, "channel count mismatch (per-channel, 3 vs 4)",
                         lambda m: m(torch.ones(4, 2)),
                         Raises((ValueError,), r"(`step`|`log2_t`|`alpha`|`cmin`|`scale`) has 3 "
-                               r"element|input has 4 channels along axis 0, but the observer has "
-                               r"seen 3"),
+                               r"element|the batch has 4 slots for per_channel\(axis=0\) "
+                               r"\(shape \[4, 2\]\), but earlier batches had 3 \(channel count "
+                               r"mismatch\)"),
                         "", module=(lambda mod=mod: _prime(mod.make_per_channel(3)))))
         rows.append(Row(mod.name, "channel axis out of range (per-channel axis 0 on 0-d)",
                         lambda m: m(torch.tensor(1.0)),
@@ -763,8 +1032,97 @@ def _module_rows() -> List[Row]:
         Row("nn.PACT", "alpha +Inf", lambda m: m(X),
             Raises(ValueError, r"`alpha`\[0\]=inf is not finite"), "",
             module=lambda: qnn.PACT(alpha=math.inf)),
+        # observers and calibrators
+        Row("nn.MinMaxObserver", "calculate_qparams before any data", lambda m: m.calculate_qparams(),
+            Raises(RuntimeError, r"has not seen any data yet"), "",
+            module=lambda: qnn.MinMaxObserver()),
+        Row("nn.MinMaxObserver", "unknown nonfinite", lambda: qnn.MinMaxObserver(nonfinite="x"),
+            Raises(ValueError, r"`nonfinite`='x' is not one of"), ""),
+        Row("nn.MinMaxObserver", "ch_axis with a per-tensor qscheme",
+            lambda: qnn.MinMaxObserver(ch_axis=1),
+            Raises(ValueError, r"`ch_axis`=1 needs a per-channel qscheme"), ""),
+        Row("nn.MinMaxObserver", "only quant_min given", lambda: qnn.MinMaxObserver(quant_min=0),
+            Raises(ValueError, r"`quant_min`=0 and `quant_max`=None must be given together"), ""),
+        Row("nn.MinMaxObserver", "ch_axis out of range (5 on 2-d)", lambda m: m(torch.ones(4, 2)),
+            Raises(IndexError, r"`ch_axis`=5 out of range for an input of shape \[4, 2\]"), "",
+            module=lambda: _warm_pc(qnn.MinMaxObserver(qscheme=torch.per_channel_affine,
+                                                       ch_axis=5))),
+        Row("nn.MinMaxObserver", "merge_state_ with different options",
+            lambda m: m.merge_state_(_warm(qnn.MinMaxObserver(nonfinite="propagate"))),
+            Raises(ValueError, r"`other` has different options"), "",
+            module=lambda: _warm(qnn.MinMaxObserver())),
+        Row("nn.MovingAverageMinMaxObserver", "unknown variant",
+            lambda: qnn.MovingAverageMinMaxObserver(variant="x"),
+            Raises(ValueError, r"`variant`='x' is not one of"), ""),
+        Row("nn.MovingAverageMinMaxObserver", "averaging_constant 2",
+            lambda: qnn.MovingAverageMinMaxObserver(averaging_constant=2.0),
+            Raises(ValueError, r"`momentum`=2 outside \[0, 1\] for variant torch"), ""),
+        Row("nn.MovingAverageMinMaxObserver", "averaging_constant and momentum both given",
+            lambda: qnn.MovingAverageMinMaxObserver(averaging_constant=0.1, momentum=0.1),
+            Raises(ValueError, r"give `averaging_constant` or `momentum`, not both"), ""),
+        Row("nn.MovingAverageMinMaxObserver", "ch_axis out of range (-3 on 2-d)",
+            lambda m: m(torch.ones(4, 2)),
+            Raises(IndexError, r"`ch_axis`=-3 out of range for an input of shape \[4, 2\]"), "",
+            module=lambda: _warm_pc(qnn.MovingAverageMinMaxObserver(
+                qscheme=torch.per_channel_affine, ch_axis=-3))),
+        Row("nn.HistogramObserver", "bins 0", lambda: qnn.HistogramObserver(bins=0),
+            Raises(ValueError, r"`bins`=0 outside \[1, 16777216\]"), ""),
+        Row("nn.HistogramObserver", "error_on_nonfinite with a NaN",
+            lambda m: m(torch.tensor([1.0, math.nan])),
+            Raises(ValueError, r"`x` holds 1 NaN / Inf values \(`error_on_nonfinite` is set\)"),
+            "", module=lambda: _warm(qnn.HistogramObserver(bins=64, error_on_nonfinite=True))),
+        Row("nn.HistogramCalibrator", "compute_amax with an unknown method",
+            lambda m: m.compute_amax("bogus"),
+            Raises(ValueError, r"unknown calibration method `bogus`"), "",
+            module=lambda: _warm(qnn.HistogramCalibrator(num_bins=64))),
+        Row("nn.HistogramCalibrator", "calculate_qparams", lambda m: m.calculate_qparams(),
+            Raises(RuntimeError, r"a calibrator gives amax \(compute_amax\), not qparams"), "",
+            module=lambda: _warm(qnn.HistogramCalibrator(num_bins=64))),
+        Row("nn.HistogramCalibrator", "axis out of range (5 on 2-d)",
+            lambda m: m(torch.ones(4, 2)),
+            Raises(IndexError, r"`axis`=5 out of range for an input of shape \[4, 2\]"), "",
+            module=lambda: qnn.HistogramCalibrator(num_bins=64, axis=5)),
+        Row("nn.PassiveObserver", "set_qparams(-1)", lambda m: m.set_qparams(-1.0),
+            Raises(ValueError, r"`scale`\[0\]=-1 must be finite and > 0"), "",
+            module=lambda: _passive()),
+        Row("nn.PassiveObserver", "set_qparams with zero_point outside the range",
+            lambda m: m.set_qparams(0.1, 300.0),
+            Raises(ValueError, r"`zero_point`\[0\]=300"), "", module=lambda: _passive()),
+        Row("nn.MaxCalibrator", "compute_amax before any data",
+            lambda: qnn.MaxCalibrator().compute_amax(),
+            lambda r: (r is None) or pytest.fail(str(r)), "None (nothing collected)"),
+        Row("nn.MaxCalibrator", "axis out of range (5 on 2-d)", lambda m: m(torch.ones(4, 2)),
+            Raises(IndexError, r"`axis`=5 out of range for an input of shape \[4, 2\]"), "",
+            module=lambda: qnn.MaxCalibrator(axis=5)),
+        Row("nn.TensorQuantizer", "forward without amax",
+            lambda m: m(torch.ones(3)), Raises(RuntimeError, r"no amax yet"), "",
+            module=lambda: qnn.TensorQuantizer()),
+        Row("nn.TensorQuantizer", "unknown calib_method",
+            lambda: qnn.TensorQuantizer(calib_method="x"),
+            Raises(ValueError, r"`calib_method`='x' is not one of"), ""),
+        Row("nn.TensorQuantizer", "learn_amax without amax",
+            lambda: qnn.TensorQuantizer(learn_amax=True),
+            Raises(ValueError, r"`learn_amax`=True needs an initial `amax`"), ""),
+        Row("nn.TensorQuantizer", "load_calib_amax before calibrating",
+            lambda m: m.load_calib_amax(), Raises(RuntimeError, r"has collected nothing"), "",
+            module=lambda: qnn.TensorQuantizer()),
+        Row("nn.TensorQuantizer", "histogram load_calib_amax without a method",
+            lambda m: m.load_calib_amax(),
+            Raises(ValueError, r"calibrator needs `method`"), "",
+            module=lambda: _warm(qnn.TensorQuantizer(calib_method="histogram", num_bins=64,
+                                                     if_calib=True, amax=2.0))),
+        Row("nn.TensorQuantizer", "axis out of range (5 on 2-d), calibrating",
+            lambda m: m(torch.ones(4, 2)),
+            Raises(IndexError, r"`axis`=5 out of range for an input of shape \[4, 2\]"), "",
+            module=lambda: qnn.TensorQuantizer(axis=5, amax=2.0, if_calib=True)),
     ]
     return rows
+
+
+def _warm_pc(m):
+    """A per-channel observer with an out-of-range axis: nothing to warm (every batch is
+    rejected); returned as constructed."""
+    return m
 
 
 def _prime(m):
@@ -780,7 +1138,7 @@ def _disabled_bad_scale():
     return m
 
 
-ROWS = _x_rows() + _op_rows() + _module_rows()
+ROWS = _x_rows() + _op_rows() + _observer_op_rows() + _module_rows()
 
 
 def _run(row: Row):
@@ -820,8 +1178,14 @@ def test_every_public_op_and_module_has_rows():
     missing_ops = sorted(n for n in schemas if n not in targets)
     assert not missing_ops, f"torch.ops.qkit ops without a bad-input row: {missing_ops}"
     module_names = {m.name.split(" ")[0] for m in MODULES}
-    for cls in ("FakeQuantize", "LSQ", "TQT", "PACT", "LearnedClip"):
+    # every module class of qkit.nn (ObserverBase is abstract; RangeStats is a NamedTuple)
+    classes = [n for n in qnn.__all__ if isinstance(getattr(qnn, n), type)
+               and issubclass(getattr(qnn, n), torch.nn.Module) and n != "ObserverBase"]
+    assert "TensorQuantizer" in classes and "HistogramCalibrator" in classes
+    for cls in classes:
         assert f"nn.{cls}" in module_names, cls
+    for v in ("torch", "oneflow", "megengine", "distiller"):
+        assert f"nn.MovingAverageMinMaxObserver ({v})" in {m.name for m in MODULES}, v
     # every generic bad input is a row for every floating-input op and every module
     for op in X_OPS:
         cases = {r.case for r in ROWS if r.target == op.name}

@@ -1,5 +1,5 @@
-"""Determinism (issue 8): fake_quantize, minmax and lsq give the same bits for 1 and 2 threads
-(torch.set_num_threads) and under every SIMD target this CPU runs
+"""Determinism (issue 8): fake_quantize, minmax, lsq and the histogram observer / calibrator ops
+give the same bits for 1 and 2 threads (torch.set_num_threads) and under every SIMD target this CPU runs
 (torch.ops.qkit.available_targets / force_target), forward and backward, NaN payloads, +-Inf,
 denormals and ragged tails included. Every run is compared with the first one (1 thread, the
 default target) bit for bit; the numeric correctness itself is tested against the plain
@@ -165,5 +165,58 @@ def test_lsq(variant, axis, fused, gen):
         y.backward(dy)
         grads = (xr.grad, sr.grad) + ((zr.grad,) if variant == "pytorch" else ())
         return (y,) + grads + qkit.ops.lsq_backward(dy, x, step, zp, **kw)
+
+    _under_every_setting(run)
+
+
+# ---- histogram observer / calibrator ops (torch.ops.qkit.observer_*; issue 8) -----------------
+
+def _no_flt_max(gen, n=N):
+    """_data without the +-FLT_MAX outliers (a range of 2 * FLT_MAX overflows float32 and is
+    rejected by ComputeQParams); NaN / +-Inf are kept (skipped and counted by the observers)."""
+    x = _data(gen, n)
+    return torch.where((x.abs() >= 1e30) & torch.isfinite(x), torch.zeros(()), x)
+
+
+def _observe_all(m, batches):
+    """Every op a histogram observer or calibrator goes through, in one result: observe (two
+    batches, the second wider, so the histogram is re-binned / grown), the distributed phases
+    (batch_range, batch_counts, commit) and the state tensors."""
+    for b in batches[:2]:
+        m(b)
+    rs = m.batch_range(batches[2])
+    counts = m.batch_counts(batches[2], rs)
+    m.commit(rs, counts)
+    return tuple(rs) + (counts,) + tuple(t.clone() for t in m._state())
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_histogram_observer(axis, gen):
+    xs = [_no_flt_max(gen), _no_flt_max(gen) * 3.0, _no_flt_max(gen) * 0.5]
+    if axis is not None:
+        xs = [x[: 4 * (N // 4)].reshape(4, -1) for x in xs]
+    kw = {} if axis is None else dict(qscheme=torch.per_channel_affine, ch_axis=axis)
+
+    def run():
+        m = qkit.nn.HistogramObserver(bins=512, upsample_rate=16, **kw)
+        r = _observe_all(m, xs)
+        scale, zp = m.calculate_qparams()
+        return r + (scale, zp) + tuple(m.calculate_range())
+
+    _under_every_setting(run)
+
+
+@pytest.mark.parametrize("torch_hist,axis", [(True, None), (False, None), (True, 0)])
+def test_histogram_calibrator(torch_hist, axis, gen):
+    xs = [_no_flt_max(gen), _no_flt_max(gen) * 3.0, _no_flt_max(gen) * 0.5]
+    if axis is not None:
+        xs = [x[: 4 * (N // 4)].reshape(4, -1) for x in xs]
+
+    def run():
+        m = qkit.nn.HistogramCalibrator(num_bins=512, torch_hist=torch_hist, axis=axis)
+        r = _observe_all(m, xs)
+        amax = tuple(m.compute_amax(method, start_bin=64)
+                     for method in ("entropy", "mse", "percentile"))
+        return r + amax
 
     _under_every_setting(run)

@@ -104,6 +104,7 @@ class ObserverBase(_TorchObserverBase):
 
     _version = 1
     _kind = ""
+    _axis_arg = "ch_axis"  # the constructor's name for the channel axis (error messages)
     # (buffer name, dtype, dims): the order of the op's Tensor[] state.
     _state_spec: Tuple[Tuple[str, torch.dtype, int], ...] = ()
     needs_counts = False
@@ -225,6 +226,15 @@ class ObserverBase(_TorchObserverBase):
         self._write([self._empty_buffer(d, n) for _, d, n in self._state_spec])
 
     # ---- observing -----------------------------------------------------------------------
+    def _check_axis(self, x: Tensor) -> None:
+        """The channel axis against x's rank, so that the error names this module's argument
+        (the core names its own, `axis`; a 0-d x keeps the core's message)."""
+        a, d = self.ch_axis, x.dim()
+        if a is not None and d > 0 and not -d <= a < d:
+            raise IndexError(f"qkit.nn.{type(self).__name__}: `{self._axis_arg}`={a} out of "
+                             f"range for an input of shape {list(x.shape)} "
+                             f"(valid: [{-d}, {d - 1}])")
+
     def _gate(self, current_train_step: Optional[int]) -> Dict[str, Any]:
         return {}
 
@@ -232,6 +242,7 @@ class ObserverBase(_TorchObserverBase):
         """Observes ``x`` (a no-op for an empty ``x``) and returns it unchanged."""
         if x.numel() == 0:
             return x
+        self._check_axis(x)
         self._write(_ops.observer_observe(x.detach(), self._state(), **self._gate(None),
                                           **self._kw))
         return x
@@ -241,6 +252,7 @@ class ObserverBase(_TorchObserverBase):
         """forward(x) then calculate_qparams() in one op call (FakeQuantize's fused path)."""
         if x.numel() == 0:
             return self.calculate_qparams()
+        self._check_axis(x)
         state, scale, zero_point = _ops.observer_observe_qparams(
             x.detach(), self._state(), **self._gate(current_train_step), **self._kw,
             **self._rule)
@@ -260,6 +272,7 @@ class ObserverBase(_TorchObserverBase):
     # ---- distributed protocol ----------------------------------------------------------------
     def batch_range(self, x: Tensor) -> RangeStats:
         """Phase 1: the local shard's range per slot (the state is not changed)."""
+        self._check_axis(x)
         return RangeStats(*_ops.observer_batch_range(x.detach(), self._state(), **self._kw))
 
     def batch_counts(self, x: Tensor, merged_range: RangeStats) -> Tensor:
@@ -408,6 +421,7 @@ class MovingAverageMinMaxObserver(ObserverBase):
         if x.numel() == 0:
             return x
         step = None if current_train_step is None else int(current_train_step)
+        self._check_axis(x)
         self._write(_ops.observer_observe(x.detach(), self._state(), **self._gate(step),
                                           **self._kw))
         return x
@@ -458,6 +472,7 @@ class HistogramCalibrator(ObserverBase):
     ``edges_f64``, ``hist_num_bins`` (bins of the last histc), ``num_nonfinite``,
     ``num_dropped``."""
     _kind = "histogram_calibrator"
+    _axis_arg = "axis"
     needs_counts = True
     _state_spec = (("hist", _I64, 1), ("hist_len", _I64, 1), ("edges", _F64, 1),
                    ("edges_len", _I64, 1), ("edges_f64", _U8, 1), ("hist_num_bins", _I64, 1),
@@ -533,5 +548,6 @@ class PassiveObserver(ObserverBase):
                                               scale_only=True, **self._kw))
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_axis(x)
         _ops.observer_observe(x.detach(), self._state(), **self._kw)  # validates x only
         return x

@@ -22,6 +22,7 @@ class MaxCalibrator(MinMaxObserver):
     """NVIDIA MaxCalibrator: running max of |x| per tensor or along ``axis``. A
     :class:`MinMaxObserver` (so it has the distributed protocol and its buffers); amax is the
     core ``absmax`` of the running [min, max] per slot (NaN / ±Inf skipped and counted)."""
+    _axis_arg = "axis"
 
     def __init__(self, axis: Optional[int] = None, **kwargs: Any) -> None:
         qscheme = torch.per_tensor_symmetric if axis is None else torch.per_channel_symmetric
