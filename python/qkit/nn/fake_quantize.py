@@ -122,11 +122,13 @@ class FakeQuantize(FakeQuantizeBase):
         return "clipped" if (self.compat_mask or self.in_place) else "clipped_recompute"
 
     def forward(self, x: Tensor, current_train_step: Optional[int] = None) -> Tensor:
-        if self.observer_enabled[0] != 1:
-            return self._forward(x, current_train_step)
         # The observer's state and the qparams buffers are updated before the fake-quant op
-        # checks its input (nan_mode="error"), so a rejected call restores them: no
-        # half-updated state (tests/python/test_bad_input_matrix.py).
+        # checks its input. The only input the observer accepts and the op then rejects is a
+        # NaN under nan_mode="error" (observers skip NaN), so only then are the buffers saved
+        # and restored on failure (no half-updated state; tests/python/test_bad_input_matrix.py);
+        # every other call pays no copy.
+        if self.observer_enabled[0] != 1 or self.nan_mode != "error":
+            return self._forward(x, current_train_step)
         saved = [(b, b.detach().clone()) for b in self.buffers()]
         try:
             return self._forward(x, current_train_step)
