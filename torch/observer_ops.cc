@@ -357,25 +357,28 @@ Input InputOf(const at::Tensor& x, const char* op) {
 
 // ---- kernels ---------------------------------------------------------------------------------
 
+// One Observe call on whichever observer `obs` holds (the moving average takes the gate).
+void ObserveAny(AnyObserver& obs, const Input& in, bool training, int64_t current_train_step) {
+  const Context ctx = MakeContext();
+  std::visit(
+      [&](auto& o) {
+        using T = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<T, MovingAverageObserver>) {
+          o.Observe(in.v, ctx, UpdateGate{training, current_train_step});
+        } else {
+          o.Observe(in.v, ctx);
+        }
+      },
+      obs);
+}
+
 std::vector<at::Tensor> ObserveOp(const at::Tensor& x, at::TensorList state, bool training,
                                   int64_t current_train_step, QKIT_OBS_PARAMS) {
   const char* op = "qkit.observer_observe";
   const ObsArgs a = QKIT_OBS_ARGS;
   AnyObserver obs = Build(a, state, op);
   const Input in = InputOf(x, op);
-  Translate([&] {
-    const Context ctx = MakeContext();
-    std::visit(
-        [&](auto& o) {
-          using T = std::decay_t<decltype(o)>;
-          if constexpr (std::is_same_v<T, MovingAverageObserver>) {
-            o.Observe(in.v, ctx, UpdateGate{training, current_train_step});
-          } else {
-            o.Observe(in.v, ctx);
-          }
-        },
-        obs);
-  });
+  Translate([&] { ObserveAny(obs, in, training, current_train_step); });
   return StateOf(obs);
 }
 
@@ -505,19 +508,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> ObserveQParamsOp(
   spec.symmetric = symmetric;
   const QParamsRule rule = QKIT_RULE_ARGS;
   const Input in = InputOf(x, op);
-  Translate([&] {
-    const Context ctx = MakeContext();
-    std::visit(
-        [&](auto& o) {
-          using T = std::decay_t<decltype(o)>;
-          if constexpr (std::is_same_v<T, MovingAverageObserver>) {
-            o.Observe(in.v, ctx, UpdateGate{training, current_train_step});
-          } else {
-            o.Observe(in.v, ctx);
-          }
-        },
-        obs);
-  });
+  Translate([&] { ObserveAny(obs, in, training, current_train_step); });
   auto [scale, zp] = QParamsOf(obs, a, spec, rule, op);
   return {StateOf(obs), scale, zp};
 }
