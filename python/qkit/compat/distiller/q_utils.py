@@ -27,6 +27,7 @@ Where qkit differs (docs/compat.md):
 * ``num_bits`` must be in [2, 16]; float64 arguments are computed in float32.
 * A zero code is +0 (Distiller gives -0 for small negative inputs); values are equal.
 """
+import math
 from typing import Any, Optional, Tuple, Union
 
 import torch
@@ -213,9 +214,9 @@ def linear_dequantize(input: Tensor, scale: Any, zero_point: Any,  # noqa: A002
     return out
 
 
-def get_tensor_min_max(t: Tensor, per_dim: Optional[int] = None):
-    """``(t.min(), t.max())``, or per slice of the leading ``per_dim + 1`` dimensions. NaN
-    propagates (torch.min / max)."""
+def _per_dim_rows(t: Tensor, per_dim: Optional[int]):
+    """Distiller's checks, then ``(x, view_dims)``: ``x`` detached and, for ``per_dim``, viewed
+    as one row per slice of the leading ``per_dim + 1`` dims (``view_dims`` their sizes)."""
     if per_dim is not None and per_dim >= t.dim():
         raise ValueError('Got per_dim={0}, but tensor only has {1} dimensions'.format(
             per_dim, t.dim()))
@@ -223,33 +224,25 @@ def get_tensor_min_max(t: Tensor, per_dim: Optional[int] = None):
         raise RuntimeError("min(): Expected reduction dim to be specified for input.numel() == 0.")
     x = t.detach()
     if per_dim is None:
-        mn, mx, _ = ops.minmax(x, nonfinite="propagate")
-        return mn.reshape(()).to(t.dtype), mx.reshape(()).to(t.dtype)
-    view_dims = [t.shape[i] for i in range(per_dim + 1)]
-    count = 1
-    for d in view_dims:
-        count *= d
-    mn, mx, _ = ops.minmax(x.reshape(count, -1), axis=0, nonfinite="propagate")
-    return mn.reshape(view_dims).to(t.dtype), mx.reshape(view_dims).to(t.dtype)
+        return x, None
+    view_dims = list(t.shape[:per_dim + 1])
+    return x.reshape(math.prod(view_dims), -1), view_dims
+
+
+def get_tensor_min_max(t: Tensor, per_dim: Optional[int] = None):
+    """``(t.min(), t.max())``, or per slice of the leading ``per_dim + 1`` dimensions. NaN
+    propagates (torch.min / max)."""
+    x, view_dims = _per_dim_rows(t, per_dim)
+    mn, mx, _ = ops.minmax(x, axis=None if view_dims is None else 0, nonfinite="propagate")
+    shape = () if view_dims is None else view_dims
+    return mn.reshape(shape).to(t.dtype), mx.reshape(shape).to(t.dtype)
 
 
 def get_tensor_max_abs(t: Tensor, per_dim: Optional[int] = None) -> Tensor:
     """``max(|min|, |max|)`` of :func:`get_tensor_min_max` (qkit's absmax)."""
-    if per_dim is not None and per_dim >= t.dim():
-        raise ValueError('Got per_dim={0}, but tensor only has {1} dimensions'.format(
-            per_dim, t.dim()))
-    if t.numel() == 0:
-        raise RuntimeError("min(): Expected reduction dim to be specified for input.numel() == 0.")
-    x = t.detach()
-    if per_dim is None:
-        a, _ = ops.absmax(x, nonfinite="propagate")
-        return a.reshape(()).to(t.dtype)
-    view_dims = [t.shape[i] for i in range(per_dim + 1)]
-    count = 1
-    for d in view_dims:
-        count *= d
-    a, _ = ops.absmax(x.reshape(count, -1), axis=0, nonfinite="propagate")
-    return a.reshape(view_dims).to(t.dtype)
+    x, view_dims = _per_dim_rows(t, per_dim)
+    a, _ = ops.absmax(x, axis=None if view_dims is None else 0, nonfinite="propagate")
+    return a.reshape(() if view_dims is None else view_dims).to(t.dtype)
 
 
 def get_quantized_range(num_bits: int, signed: bool = True, signed_restrict_qrange: bool = False):
